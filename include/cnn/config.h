@@ -1,0 +1,191 @@
+/*
+ * The config: YAML read with libyaml into a tree of nodes that remember
+ * where they came from, changed by --set overrides, then turned into the
+ * plain typed structs below. The model's layer list stays a tree: each
+ * layer reads its own arguments when the net is built, with the same
+ * located errors.
+ *
+ * Ownership: struct cnn_config owns every node, string and origin; free
+ * it with cnn_config_free. Nothing here prints.
+ */
+#ifndef CNN_CONFIG_H
+#define CNN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cnn/error.h"
+
+enum cnn_node_kind {
+    CNN_NODE_SCALAR,
+    CNN_NODE_MAP,
+    CNN_NODE_SEQ,
+};
+
+#define CNN_NODE_MAX_ASKED 32
+
+struct cnn_node {
+    enum cnn_node_kind kind;
+    char *value;            /* scalar text; NULL for maps and sequences */
+    bool quoted;            /* a quoted scalar is always a string */
+    char *key;              /* key when this node is a map value */
+    struct cnn_node **items;
+    int n_items;
+    const char *origin;     /* file path, or "--set k=v"; owned by config */
+    int line, col;          /* 1-based; 0 when not from a file */
+    int key_line, key_col;  /* where the key of this entry stands */
+    char *path;             /* "training.epochs", "model.layers[2]" */
+    bool used;              /* read by someone: not an unknown key */
+    const char *asked[CNN_NODE_MAX_ASKED]; /* keys looked up, for hints */
+    int n_asked;
+};
+
+enum cnn_loss_kind {
+    CNN_LOSS_CROSS_ENTROPY,
+    CNN_LOSS_MSE,
+};
+
+#define CNN_MAX_CHANNELS 16
+
+struct cnn_split_config {
+    char *images;           /* resolved path */
+    char *labels;
+};
+
+struct cnn_data_config {
+    struct cnn_split_config train;
+    struct cnn_split_config test;   /* images NULL when there is no test set */
+    bool normalize_auto;            /* mean/std computed on the train split */
+    int n_mean, n_std;
+    float mean[CNN_MAX_CHANNELS];
+    float std[CNN_MAX_CHANNELS];
+    long long limit_train;          /* use only the first N; 0 = all */
+    long long limit_test;
+};
+
+struct cnn_optim_config {
+    const char *name;               /* "sgd" */
+    double lr;
+    double momentum;
+    double dampening;
+    double weight_decay;
+    bool nesterov;
+    struct cnn_node *node;          /* the whole section, for the optimizer */
+};
+
+struct cnn_schedule_config {
+    const char *name;               /* constant, step, cosine */
+    long long warmup_steps;
+    double gamma;                   /* step: factor at each milestone */
+    long long step_epochs;          /* step: every N epochs */
+    double min_lr;                  /* cosine: floor */
+};
+
+struct cnn_training_config {
+    long long epochs;
+    long long batch_size;
+    long long max_steps;            /* 0 = no limit */
+    long long log_every;            /* steps between metrics rows */
+    enum cnn_loss_kind loss;
+    long long threads;              /* 0 = all cores */
+};
+
+struct cnn_config {
+    struct cnn_node *root;
+    char *path;                     /* as given on the command line */
+    char *dir;                      /* directory of path, for relative paths */
+    char **origins;
+    int n_origins;
+
+    /* Typed view, filled by cnn_config_resolve. */
+    const char *name;
+    uint64_t seed;
+    struct cnn_data_config data;
+    struct cnn_node *model_layers;  /* sequence node */
+    int input_c, input_h, input_w;  /* model.input, 0 when not given */
+    struct cnn_optim_config optim;
+    struct cnn_schedule_config schedule;
+    struct cnn_training_config training;
+};
+
+/* Reads and parses path. On failure cfg is left empty (safe to free). */
+enum cnn_status cnn_config_load(struct cnn_config *cfg, const char *path,
+                                struct cnn_error *err);
+
+/* Parses YAML text held in memory; origin names it in messages and dir
+ * anchors its relative paths. */
+enum cnn_status cnn_config_load_string(struct cnn_config *cfg,
+                                       const char *text, const char *origin,
+                                       const char *dir, struct cnn_error *err);
+
+/* Applies one "key.path=value" override; value is parsed as YAML. */
+enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
+                               struct cnn_error *err);
+
+/* Checks the tree and fills the typed fields. Unknown keys are errors
+ * (the model's layers are checked later, by cnn_net_build). */
+enum cnn_status cnn_config_resolve(struct cnn_config *cfg,
+                                   struct cnn_error *err);
+
+/* Writes the tree as YAML. */
+void cnn_config_emit(const struct cnn_config *cfg, FILE *out);
+
+/* The same, into a malloc'd string the caller frees; NULL on no memory. */
+char *cnn_config_emit_string(const struct cnn_config *cfg);
+
+void cnn_config_free(struct cnn_config *cfg);
+
+/* --- reading values out of the tree (config_read.c) ------------------- */
+
+/* Looks up key in map (NULL if map is NULL or not a map). Marks the entry
+ * used and remembers that key was asked for, so a misspelled key can be
+ * answered with the closest asked one. key must be a string literal. */
+struct cnn_node *cnn_node_get(struct cnn_node *map, const char *key);
+
+/* Each reader leaves *out at def when the key is absent and fails with a
+ * located CNN_ERR_CONFIG when the value has the wrong type or range. */
+enum cnn_status cnn_read_int(struct cnn_node *map, const char *key,
+                             long long def, long long min, long long max,
+                             long long *out, struct cnn_error *err);
+enum cnn_status cnn_read_float(struct cnn_node *map, const char *key,
+                               double def, double min, double max,
+                               double *out, struct cnn_error *err);
+enum cnn_status cnn_read_bool(struct cnn_node *map, const char *key,
+                              bool def, bool *out, struct cnn_error *err);
+enum cnn_status cnn_read_string(struct cnn_node *map, const char *key,
+                                const char *def, const char **out,
+                                struct cnn_error *err);
+/* names is NULL-terminated; *out is the index of the match. */
+enum cnn_status cnn_read_choice(struct cnn_node *map, const char *key,
+                                const char *const *names, int def, int *out,
+                                struct cnn_error *err);
+
+/* Scalar conversions on a node itself. */
+enum cnn_status cnn_node_int(struct cnn_node *n, long long min, long long max,
+                             long long *out, struct cnn_error *err);
+enum cnn_status cnn_node_float(struct cnn_node *n, double min, double max,
+                               double *out, struct cnn_error *err);
+
+/* Fails on the first entry of map nobody read, suggesting the closest
+ * key that was asked for. Also fails when map is not a mapping. */
+enum cnn_status cnn_node_check_unused(struct cnn_node *map,
+                                      struct cnn_error *err);
+
+/* Fails unless n is a mapping (or absent/null). what names it. */
+enum cnn_status cnn_node_expect_map(struct cnn_node *n, struct cnn_error *err);
+
+/* Sets err to a located CNN_ERR_CONFIG: "<where>" + "<path>: <message>". */
+enum cnn_status cnn_node_error(struct cnn_error *err, const struct cnn_node *n,
+                               const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A null scalar: "~", "null" or nothing, unquoted. */
+bool cnn_node_is_null(const struct cnn_node *n);
+
+/* The closest of names (NULL-terminated) to word, or NULL if none is
+ * close enough to be a likely typo. */
+const char *cnn_closest_name(const char *word, const char *const *names,
+                             int n_names);
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * The net: an ordered stack of layers built from the model section, with
+ * every parameter in one block, every gradient in another, and every
+ * activation buffer allocated once for the batch size. Nothing is
+ * allocated by forward or backward.
+ */
+#ifndef CNN_NET_H
+#define CNN_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cnn/config.h"
+#include "cnn/layer.h"
+
+struct cnn_net {
+    struct cnn_layer *layers;
+    int n_layers;
+    int batch;
+    struct cnn_shape in, out;
+    float *params;          /* [n_params]: every layer's tensors in order */
+    float *grads;           /* [n_params], same order */
+    size_t n_params;
+    float **acts;           /* acts[0]: input; acts[i+1]: layer i output */
+    float **dacts;          /* gradient of the loss w.r.t. acts[i] */
+    struct cnn_rng dropout_rng;
+};
+
+/* Builds layers from a sequence node for inputs of shape in, batches of
+ * at most batch. Shape mismatches and bad arguments are located config
+ * errors naming the layers involved. On failure the net is freed. */
+enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
+                              struct cnn_shape in, int batch,
+                              struct cnn_error *err);
+
+/* Draws every parameter from the init stream of seed and seeds the
+ * dropout stream. */
+void cnn_net_init_params(struct cnn_net *net, uint64_t seed);
+
+/* The input buffer [batch, in]: fill it, then call forward. */
+static inline float *cnn_net_input(struct cnn_net *net)
+{
+    return net->acts[0];
+}
+
+/* Runs n <= batch examples; returns the output [n, out] (owned by net). */
+const float *cnn_net_forward(struct cnn_net *net, int n, bool train);
+
+/* Backpropagates dout [n, out] (the loss gradient of the last forward)
+ * and ADDS parameter gradients into net->grads. */
+void cnn_net_backward(struct cnn_net *net, const float *dout, int n);
+
+void cnn_net_zero_grad(struct cnn_net *net);
+
+/* Bytes of activation buffers (outputs only) for a full batch. */
+size_t cnn_net_activation_bytes(const struct cnn_net *net);
+
+double cnn_net_flops(const struct cnn_net *net);
+
+/* Calls fn for every parameter tensor with its full name
+ * ("conv2d_1.weight"). */
+void cnn_net_each_param(struct cnn_net *net,
+                        void (*fn)(void *ctx, const char *name,
+                                   struct cnn_param *p),
+                        void *ctx);
+
+void cnn_net_free(struct cnn_net *net);
+
+#endif

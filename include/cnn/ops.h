@@ -1,0 +1,43 @@
+/*
+ * Numeric kernels shared by the layers: one GEMM in BLAS argument order
+ * (row-major, OpenBLAS underneath) with a naive twin that tests use as
+ * the reference, and im2col/col2im for convolution.
+ */
+#ifndef CNN_OPS_H
+#define CNN_OPS_H
+
+#include <stdbool.h>
+
+/* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major;
+ * lda/ldb/ldc are the row strides of A, B, C as stored. */
+void cnn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta,
+              float *C, int ldc);
+
+/* The same in plain loops with double accumulation: the test reference. */
+void cnn_gemm_naive(bool trans_a, bool trans_b, int M, int N, int K,
+                    float alpha, const float *A, int lda, const float *B,
+                    int ldb, float beta, float *C, int ldc);
+
+/* Geometry of one 2-D convolution or pooling window. */
+struct cnn_conv_geom {
+    int c, h, w;          /* input */
+    int kh, kw;
+    int stride, pad;
+    int oh, ow;           /* output */
+};
+
+/* Output extent of a window, or -1 when the window does not fit. */
+int cnn_conv_out_size(int in, int k, int stride, int pad);
+
+/* im[c, h, w] -> col[c*kh*kw, oh*ow], zero where the window is padding. */
+void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col);
+
+/* The adjoint: adds col[c*kh*kw, oh*ow] back into im[c, h, w]. */
+void cnn_col2im(const struct cnn_conv_geom *g, const float *col, float *im);
+
+/* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
+ * leaves OpenBLAS's default. Returns the count in use. */
+int cnn_blas_threads(int n);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * A training run: everything a config needs, checked before anything is
+ * written, then the loop of forward, loss, backward, optimizer step,
+ * with evaluation on the test split at every epoch end.
+ *
+ * cnn_session_open reads data and builds the net and optimizer but
+ * writes nothing, so a bad config or dataset costs the run directory
+ * nothing. cnn_train_run then prepares the run directory and trains.
+ */
+#ifndef CNN_TRAIN_H
+#define CNN_TRAIN_H
+
+#include "cnn/config.h"
+#include "cnn/data.h"
+#include "cnn/net.h"
+#include "cnn/optim.h"
+#include "cnn/report.h"
+
+struct cnn_session {
+    struct cnn_config *cfg;         /* not owned */
+    struct cnn_dataset train;
+    struct cnn_dataset test;        /* n == 0 when there is no test split */
+    struct cnn_norm norm;
+    struct cnn_net net;
+    struct cnn_optim optim;
+    int n_classes;                  /* the model's output width */
+};
+
+/* Loads the data named by cfg, builds and initializes the model and the
+ * optimizer, and checks that data and model fit each other. */
+enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
+                                 struct cnn_error *err);
+
+void cnn_session_close(struct cnn_session *s);
+
+/* Input shape of the model without loading the data: model.input when
+ * given, else the header of the training images. */
+enum cnn_status cnn_config_input_shape(const struct cnn_config *cfg,
+                                       struct cnn_shape *shape,
+                                       struct cnn_error *err);
+
+struct cnn_train_opts {
+    const char *run_dir;
+    bool force;                     /* replace a finished run in run_dir */
+};
+
+/* Result figures of a finished run. */
+struct cnn_train_result {
+    long long steps;
+    long long epochs;
+    double test_loss, test_acc;     /* NAN without a test split */
+    double seconds;
+};
+
+/* Trains s into opts->run_dir. Writes config.yaml, metrics.csv, train.log
+ * and, at the end, model.safetensors. */
+enum cnn_status cnn_train_run(struct cnn_session *s,
+                              const struct cnn_train_opts *opts,
+                              struct cnn_log *log,
+                              struct cnn_train_result *result,
+                              struct cnn_error *err);
+
+/* Mean loss and accuracy of the net on ds, in evaluation mode. */
+void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
+                  double *loss, double *acc);
+
+#endif

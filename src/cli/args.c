@@ -1,0 +1,159 @@
+/*
+ * Options shared by the subcommands, config loading with overrides, and
+ * the one way errors are printed.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cnn/ops.h"
+
+void cli_usage(FILE *out)
+{
+    fputs("usage: cnn-train [train] CONFIG [options]\n"
+          "       cnn-train summary CONFIG [--set KEY=VALUE]...\n"
+          "       cnn-train --help | --version\n"
+          "\n"
+          "Train the model a YAML config describes; see cnn-train(1).\n"
+          "\n"
+          "options:\n"
+          "  --set KEY.PATH=VALUE  change a config value (repeatable), e.g.\n"
+          "                        --set training.epochs=1\n"
+          "  --out DIR             run directory (default runs/<config stem>)\n"
+          "  --seed N              the run's seed (same as --set seed=N)\n"
+          "  --threads N           BLAS threads (default: all cores)\n"
+          "  --force               replace a finished run in the run directory\n"
+          "  --quiet               only warnings and errors on stderr\n"
+          "  -h, --help            this text\n"
+          "  -V, --version         program version\n"
+          "\n"
+          "exit status: 0 done, 1 runtime failure, 2 usage, config or data "
+          "error\n", out);
+}
+
+static bool parse_count(const char *s, long long min, long long max,
+                        long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+int cli_parse(int argc, char **argv, const char *command,
+              struct cli_opts *opts)
+{
+    enum { OPT_SET = 256, OPT_OUT, OPT_SEED, OPT_THREADS, OPT_QUIET,
+           OPT_FORCE };
+    static const struct option longopts[] = {
+        {"set", required_argument, NULL, OPT_SET},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    long long dummy;
+
+    memset(opts, 0, sizeof *opts);
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SET:
+            if (opts->n_sets == CLI_MAX_SETS) {
+                fprintf(stderr, "cnn-train: too many --set options\n");
+                return 2;
+            }
+            opts->sets[opts->n_sets++] = optarg;
+            break;
+        case OPT_OUT:
+            opts->out = optarg;
+            break;
+        case OPT_SEED:
+            if (!parse_count(optarg, 0, INT64_MAX, &dummy)) {
+                fprintf(stderr, "cnn-train: --seed: expected a non-negative "
+                        "integer, got '%s'\n", optarg);
+                return 2;
+            }
+            opts->seed = optarg;
+            break;
+        case OPT_THREADS:
+            if (!parse_count(optarg, 1, 1024, &opts->threads)) {
+                fprintf(stderr, "cnn-train: --threads: expected 1 to 1024, "
+                        "got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_QUIET:
+            opts->quiet = true;
+            break;
+        case OPT_FORCE:
+            opts->force = true;
+            break;
+        case 'h':
+            cli_usage(stdout);
+            return 0;
+        default:
+            if (optopt)
+                fprintf(stderr, "cnn-train %s: option -%c needs care: "
+                        "unknown or missing its value\n", command, optopt);
+            else
+                fprintf(stderr, "cnn-train %s: unknown option or missing "
+                        "value: '%s'\n", command, argv[optind - 1]);
+            fprintf(stderr, "try 'cnn-train --help'\n");
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "cnn-train %s: missing CONFIG\n", command);
+        fprintf(stderr, "try 'cnn-train --help'\n");
+        return 2;
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "cnn-train %s: unexpected argument '%s'\n", command,
+                argv[optind + 1]);
+        return 2;
+    }
+    opts->config = argv[optind];
+    return -1;
+}
+
+enum cnn_status cli_load_config(const struct cli_opts *opts,
+                                struct cnn_config *cfg,
+                                struct cnn_error *err)
+{
+    enum cnn_status st = cnn_config_load(cfg, opts->config, err);
+    if (st == CNN_OK && opts->seed) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "seed=%s", opts->seed);
+        st = cnn_config_set(cfg, buf, err);
+    }
+    for (int i = 0; st == CNN_OK && i < opts->n_sets; i++)
+        st = cnn_config_set(cfg, opts->sets[i], err);
+    if (st == CNN_OK)
+        st = cnn_config_resolve(cfg, err);
+    if (st == CNN_OK && opts->threads > 0)
+        cfg->training.threads = opts->threads;
+    return st;
+}
+
+int cli_report(const struct cnn_error *err)
+{
+    if (err->where[0])
+        fprintf(stderr, "%s: error: %s\n", err->where, err->message);
+    else
+        fprintf(stderr, "cnn-train: error: %s\n", err->message);
+    if (err->hint[0])
+        fprintf(stderr, "  hint: %s\n", err->hint);
+    return cnn_status_exit_code(err->status);
+}

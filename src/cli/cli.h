@@ -1,0 +1,46 @@
+/*
+ * The command line: shared option parsing and the subcommands. Only this
+ * room prints errors and picks exit codes.
+ */
+#ifndef CNN_CLI_H
+#define CNN_CLI_H
+
+#include <stdbool.h>
+
+#include "cnn/config.h"
+#include "cnn/error.h"
+
+enum {
+    CLI_MAX_SETS = 256,
+};
+
+struct cli_opts {
+    const char *config;          /* the positional CONFIG */
+    const char *sets[CLI_MAX_SETS];
+    int n_sets;
+    const char *out;             /* --out, NULL for runs/<stem> */
+    const char *seed;            /* --seed as typed, NULL if absent */
+    long long threads;           /* --threads, 0 if absent */
+    bool quiet;
+    bool force;
+};
+
+/* Parses argv after the subcommand. Returns 0 to go on, or an exit code
+ * (0 after --help, 2 on misuse) to stop with. */
+int cli_parse(int argc, char **argv, const char *command,
+              struct cli_opts *opts);
+
+/* Loads opts->config, applies --seed and every --set, resolves. */
+enum cnn_status cli_load_config(const struct cli_opts *opts,
+                                struct cnn_config *cfg,
+                                struct cnn_error *err);
+
+/* Prints err the way every subcommand does; returns the exit code. */
+int cli_report(const struct cnn_error *err);
+
+void cli_usage(FILE *out);
+
+int cli_train(int argc, char **argv);
+int cli_summary(int argc, char **argv);
+
+#endif

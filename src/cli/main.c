@@ -1,0 +1,41 @@
+/*
+ * cnn-train: dispatch to a subcommand. `cnn-train CONFIG` means
+ * `cnn-train train CONFIG`.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cnn_version.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+};
+
+static const struct command commands[] = {
+    {"train", cli_train},
+    {"summary", cli_summary},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        cli_usage(stderr);
+        return 2;
+    }
+    const char *first = argv[1];
+    if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0 ||
+        strcmp(first, "help") == 0) {
+        cli_usage(stdout);
+        return 0;
+    }
+    if (strcmp(first, "--version") == 0 || strcmp(first, "-V") == 0) {
+        printf("cnn-train %s\n", CNN_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(first, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    return cli_train(argc, argv);
+}

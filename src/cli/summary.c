@@ -1,0 +1,92 @@
+/*
+ * cnn-train summary CONFIG: the layer table (name, kind, output shape,
+ * parameters, forward FLOPs per example, activation memory for the
+ * batch) and totals, on stdout. Reads no data beyond the image header.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+#include "cnn/net.h"
+#include "cnn/train.h"
+
+static void human(double v, const char *unit, char *buf, size_t cap)
+{
+    static const char *const prefix[] = {"", "K", "M", "G", "T"};
+    int i = 0;
+    while (v >= 1000.0 && i < 4) {
+        v /= 1000.0;
+        i++;
+    }
+    snprintf(buf, cap, i ? "%.2f %s%s" : "%.0f %s%s", v, prefix[i], unit);
+}
+
+static void bytes(double v, char *buf, size_t cap)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (v >= 1024.0 && i < 4) {
+        v /= 1024.0;
+        i++;
+    }
+    snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
+}
+
+static void print_table(const struct cnn_config *cfg, const struct cnn_net *net)
+{
+    char shape[48], flops[32], mem[32];
+    printf("model %s: input %dx%dx%d, batch %d\n\n", cfg->name, net->in.c,
+           net->in.h, net->in.w, net->batch);
+    printf("%-3s %-18s %-11s %-14s %12s %14s %12s\n", "#", "name", "kind",
+           "output", "params", "FLOPs/example", "activations");
+
+    size_t params = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct cnn_layer *l = &net->layers[i];
+        size_t n = 0;
+        for (int j = 0; j < l->n_params; j++)
+            n += l->params[j].count;
+        params += n;
+        snprintf(shape, sizeof shape, "%dx%dx%d", l->out.c, l->out.h,
+                 l->out.w);
+        human(l->flops, "", flops, sizeof flops);
+        bytes((double)net->batch * cnn_shape_size(l->out) * sizeof(float),
+              mem, sizeof mem);
+        printf("%-3d %-18s %-11s %-14s %12zu %14s %12s\n", i + 1, l->name,
+               l->kind->name, shape, n, flops, mem);
+    }
+
+    human(cnn_net_flops(net), "FLOP", flops, sizeof flops);
+    bytes((double)cnn_net_activation_bytes(net), mem, sizeof mem);
+    char pmem[32];
+    bytes((double)params * sizeof(float), pmem, sizeof pmem);
+    printf("\ntotal parameters:        %zu (%s)\n", params, pmem);
+    printf("forward per example:     %s\n", flops);
+    printf("training step estimate:  3x forward per example\n");
+    printf("activations, batch %-5d %s (training keeps as much again for "
+           "their gradients)\n", net->batch, mem);
+}
+
+int cli_summary(int argc, char **argv)
+{
+    struct cli_opts opts;
+    int rc = cli_parse(argc, argv, "summary", &opts);
+    if (rc >= 0)
+        return rc;
+
+    struct cnn_config cfg;
+    struct cnn_net net;
+    struct cnn_shape in;
+    struct cnn_error err = {0};
+    enum cnn_status st = cli_load_config(&opts, &cfg, &err);
+    if (st == CNN_OK)
+        st = cnn_config_input_shape(&cfg, &in, &err);
+    if (st == CNN_OK)
+        st = cnn_net_build(&net, cfg.model_layers, in,
+                           (int)cfg.training.batch_size, &err);
+    if (st == CNN_OK) {
+        print_table(&cfg, &net);
+        cnn_net_free(&net);
+    }
+    cnn_config_free(&cfg);
+    return st == CNN_OK ? 0 : cli_report(&err);
+}

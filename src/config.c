@@ -1,0 +1,807 @@
+/*
+ * YAML file -> node tree -> typed config. libyaml's document API does the
+ * parsing; the tree is copied into our own nodes so that aliases are
+ * expanded (bounded, so a "billion laughs" file is refused rather than
+ * eating the machine) and --set overrides can replace any part of it.
+ * The typed sections are resolved here; layer arguments are read by the
+ * layers themselves (src/layers/).
+ */
+#include "cnn/config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+enum {
+    MAX_DEPTH = 64,          /* nesting, after alias expansion */
+    MAX_NODES = 200000,      /* total nodes, after alias expansion */
+    MAX_FILE_BYTES = 4 << 20,
+};
+
+struct builder {
+    yaml_document_t *doc;
+    const char *origin;
+    long n_nodes;
+    struct cnn_error *err;
+};
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static void node_free(struct cnn_node *n)
+{
+    if (!n)
+        return;
+    for (int i = 0; i < n->n_items; i++)
+        node_free(n->items[i]);
+    free(n->items);
+    free(n->value);
+    free(n->key);
+    free(n->path);
+    free(n);
+}
+
+static struct cnn_node *node_new(enum cnn_node_kind kind, const char *origin,
+                                 int line, int col)
+{
+    struct cnn_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->kind = kind;
+    n->origin = origin;
+    n->line = line;
+    n->col = col;
+    return n;
+}
+
+static int node_append(struct cnn_node *parent, struct cnn_node *child)
+{
+    struct cnn_node **items = realloc(parent->items,
+                                      (size_t)(parent->n_items + 1) * sizeof *items);
+    if (!items)
+        return -1;
+    parent->items = items;
+    parent->items[parent->n_items++] = child;
+    return 0;
+}
+
+/* Copies libyaml node id (and what it references) into a new cnn_node. */
+static struct cnn_node *build(struct builder *b, int id, int depth)
+{
+    yaml_node_t *y = yaml_document_get_node(b->doc, id);
+    if (!y)
+        return NULL;
+    int line = (int)y->start_mark.line + 1;
+    int col = (int)y->start_mark.column + 1;
+
+    if (depth > MAX_DEPTH || ++b->n_nodes > MAX_NODES) {
+        char where[600];
+        snprintf(where, sizeof where, "%s:%d:%d", b->origin, line, col);
+        cnn_error_at(b->err, CNN_ERR_CONFIG, where,
+                     "document too large or too deeply nested "
+                     "(limits: %d levels, %d nodes after aliases)",
+                     MAX_DEPTH, MAX_NODES);
+        return NULL;
+    }
+
+    struct cnn_node *n = NULL;
+    switch (y->type) {
+    case YAML_SCALAR_NODE:
+        n = node_new(CNN_NODE_SCALAR, b->origin, line, col);
+        if (!n || !(n->value = dup_str((const char *)y->data.scalar.value)))
+            goto nomem;
+        n->quoted = y->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+        return n;
+
+    case YAML_SEQUENCE_NODE:
+        n = node_new(CNN_NODE_SEQ, b->origin, line, col);
+        if (!n)
+            goto nomem;
+        for (yaml_node_item_t *it = y->data.sequence.items.start;
+             it < y->data.sequence.items.top; it++) {
+            struct cnn_node *c = build(b, *it, depth + 1);
+            if (!c || node_append(n, c) != 0) {
+                node_free(c);
+                goto fail;
+            }
+        }
+        return n;
+
+    case YAML_MAPPING_NODE:
+        n = node_new(CNN_NODE_MAP, b->origin, line, col);
+        if (!n)
+            goto nomem;
+        for (yaml_node_pair_t *p = y->data.mapping.pairs.start;
+             p < y->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(b->doc, p->key);
+            int kl = (int)k->start_mark.line + 1;
+            int kc = (int)k->start_mark.column + 1;
+            char where[600];
+            snprintf(where, sizeof where, "%s:%d:%d", b->origin, kl, kc);
+            if (k->type != YAML_SCALAR_NODE) {
+                cnn_error_at(b->err, CNN_ERR_CONFIG, where,
+                             "mapping keys must be plain words");
+                goto fail;
+            }
+            const char *key = (const char *)k->data.scalar.value;
+            for (int i = 0; i < n->n_items; i++) {
+                if (strcmp(n->items[i]->key, key) == 0) {
+                    cnn_error_at(b->err, CNN_ERR_CONFIG, where,
+                                 "duplicate key '%s' (first at line %d)",
+                                 key, n->items[i]->key_line);
+                    goto fail;
+                }
+            }
+            struct cnn_node *c = build(b, p->value, depth + 1);
+            if (!c)
+                goto fail;
+            c->key = dup_str(key);
+            c->key_line = kl;
+            c->key_col = kc;
+            if (!c->key || node_append(n, c) != 0) {
+                node_free(c);
+                goto nomem;
+            }
+        }
+        return n;
+
+    default:
+        break;
+    }
+    node_free(n);
+    return NULL;
+
+nomem:
+    cnn_error_set(b->err, CNN_ERR_NOMEM, "out of memory reading %s", b->origin);
+fail:
+    node_free(n);
+    return NULL;
+}
+
+static void assign_paths(struct cnn_node *n, const char *path)
+{
+    free(n->path);
+    n->path = dup_str(path);
+    for (int i = 0; i < n->n_items; i++) {
+        struct cnn_node *c = n->items[i];
+        size_t cap = strlen(path) + (c->key ? strlen(c->key) : 0) + 32;
+        char *p = malloc(cap);
+        if (!p)
+            continue;
+        if (n->kind == CNN_NODE_MAP)
+            snprintf(p, cap, "%s%s%s", path, *path ? "." : "", c->key);
+        else
+            snprintf(p, cap, "%s[%d]", path, i);
+        assign_paths(c, p);
+        free(p);
+    }
+}
+
+static const char *add_origin(struct cnn_config *cfg, const char *origin)
+{
+    char **o = realloc(cfg->origins, (size_t)(cfg->n_origins + 1) * sizeof *o);
+    if (!o)
+        return NULL;
+    cfg->origins = o;
+    if (!(o[cfg->n_origins] = dup_str(origin)))
+        return NULL;
+    return o[cfg->n_origins++];
+}
+
+/* Parses text as one YAML document into a node tree. */
+static struct cnn_node *parse_yaml(const char *text, size_t len,
+                                   const char *origin, struct cnn_error *err)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    struct cnn_node *root = NULL;
+
+    if (!yaml_parser_initialize(&parser)) {
+        cnn_error_set(err, CNN_ERR_NOMEM, "out of memory starting libyaml");
+        return NULL;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+
+    if (!yaml_parser_load(&parser, &doc)) {
+        char where[600];
+        snprintf(where, sizeof where, "%s:%zu:%zu", origin,
+                 parser.problem_mark.line + 1, parser.problem_mark.column + 1);
+        cnn_error_at(err, CNN_ERR_CONFIG, where, "invalid YAML: %s%s%s",
+                     parser.problem ? parser.problem : "parse error",
+                     parser.context ? " " : "",
+                     parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        return NULL;
+    }
+
+    yaml_node_t *top = yaml_document_get_root_node(&doc);
+    if (!top) {
+        root = node_new(CNN_NODE_MAP, origin, 1, 1);
+        if (!root)
+            cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    } else {
+        struct builder b = {.doc = &doc, .origin = origin, .err = err};
+        root = build(&b, 1, 0);
+    }
+    yaml_document_delete(&doc);
+
+    /* A second document would be silently ignored: refuse it. */
+    if (root && yaml_parser_load(&parser, &doc)) {
+        yaml_node_t *second = yaml_document_get_root_node(&doc);
+        if (second) {
+            char where[600];
+            snprintf(where, sizeof where, "%s:%zu:%zu", origin,
+                     second->start_mark.line + 1,
+                     second->start_mark.column + 1);
+            cnn_error_at(err, CNN_ERR_CONFIG, where,
+                         "more than one YAML document; a config is one");
+            node_free(root);
+            root = NULL;
+        }
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
+    return root;
+}
+
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return dup_str(".");
+    if (slash == path)
+        return dup_str("/");
+    size_t n = (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, path, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+enum cnn_status cnn_config_load_string(struct cnn_config *cfg,
+                                       const char *text, const char *origin,
+                                       const char *dir, struct cnn_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const char *o = add_origin(cfg, origin);
+    cfg->path = dup_str(origin);
+    cfg->dir = dup_str(dir);
+    if (!o || !cfg->path || !cfg->dir)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+
+    cfg->root = parse_yaml(text, strlen(text), o, err);
+    if (!cfg->root)
+        return err ? err->status : CNN_ERR_CONFIG;
+    if (cfg->root->kind != CNN_NODE_MAP) {
+        char where[600];
+        snprintf(where, sizeof where, "%s:%d:%d", o, cfg->root->line,
+                 cfg->root->col);
+        return cnn_error_at(err, CNN_ERR_CONFIG, where,
+                            "a config is a mapping of sections "
+                            "(name, seed, data, model, optimizer, schedule, "
+                            "training)");
+    }
+    assign_paths(cfg->root, "");
+    return CNN_OK;
+}
+
+enum cnn_status cnn_config_load(struct cnn_config *cfg, const char *path,
+                                struct cnn_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return cnn_error_at(err, CNN_ERR_CONFIG, path, "cannot open: %s",
+                            strerror(errno));
+
+    char *text = malloc(MAX_FILE_BYTES + 1);
+    if (!text) {
+        fclose(f);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
+    size_t len = fread(text, 1, MAX_FILE_BYTES + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || len > MAX_FILE_BYTES) {
+        free(text);
+        return cnn_error_at(err, CNN_ERR_CONFIG, path, bad ?
+                            "read error" : "larger than 4 MiB: not a config");
+    }
+    text[len] = '\0';
+    if (memchr(text, '\0', len)) {
+        free(text);
+        return cnn_error_at(err, CNN_ERR_CONFIG, path,
+                            "contains NUL bytes: not a YAML text file");
+    }
+
+    char *dir = dir_of(path);
+    enum cnn_status st = dir ? cnn_config_load_string(cfg, text, path, dir, err)
+                             : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    free(dir);
+    free(text);
+    return st;
+}
+
+/* --- overrides ---------------------------------------------------------- */
+
+/* Splits "a.b[2].c" into the next segment: a key (into key) or an index. */
+static const char *next_segment(const char *p, char *key, size_t cap,
+                                long *index)
+{
+    *index = -1;
+    if (*p == '[') {
+        char *end;
+        errno = 0;
+        long v = strtol(p + 1, &end, 10);
+        if (errno || end == p + 1 || *end != ']' || v < 0)
+            return NULL;
+        *index = v;
+        p = end + 1;
+    } else {
+        size_t n = strcspn(p, ".[");
+        if (n == 0 || n >= cap)
+            return NULL;
+        memcpy(key, p, n);
+        key[n] = '\0';
+        p += n;
+    }
+    if (*p == '.')
+        p++;
+    return p;
+}
+
+enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
+                               struct cnn_error *err)
+{
+    char origin_buf[600];
+    snprintf(origin_buf, sizeof origin_buf, "--set %s", assignment);
+    const char *origin = add_origin(cfg, origin_buf);
+    if (!origin)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return cnn_error_at(err, CNN_ERR_USAGE, origin,
+                            "expected KEY.PATH=VALUE");
+
+    size_t keylen = (size_t)(eq - assignment);
+    char *keypath = malloc(keylen + 1);
+    if (!keypath)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    memcpy(keypath, assignment, keylen);
+    keypath[keylen] = '\0';
+
+    struct cnn_error perr = {0};
+    struct cnn_node *value = parse_yaml(eq + 1, strlen(eq + 1), origin, &perr);
+    if (!value) {
+        free(keypath);
+        return cnn_error_at(err, CNN_ERR_USAGE, origin, "value is not valid "
+                            "YAML: %s", perr.message);
+    }
+    /* A value like "" parses to an empty document: make it a null scalar. */
+    if (value->kind == CNN_NODE_MAP && value->n_items == 0 && !strchr(eq + 1, '{')) {
+        node_free(value);
+        value = node_new(CNN_NODE_SCALAR, origin, 0, 0);
+        if (!value || !(value->value = dup_str(""))) {
+            node_free(value);
+            free(keypath);
+            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        }
+    }
+
+    struct cnn_node *at = cfg->root;
+    const char *p = keypath;
+    enum cnn_status st = CNN_OK;
+    char key[256];
+    long index;
+    while (*p) {
+        p = next_segment(p, key, sizeof key, &index);
+        if (!p) {
+            st = cnn_error_at(err, CNN_ERR_USAGE, origin, "bad key path '%s'",
+                              keypath);
+            break;
+        }
+        struct cnn_node **slot = NULL;
+        if (index >= 0) {
+            if (at->kind != CNN_NODE_SEQ || index >= at->n_items) {
+                st = cnn_error_at(err, CNN_ERR_USAGE, origin,
+                                  "'%s': no item [%ld] there", keypath, index);
+                break;
+            }
+            slot = &at->items[index];
+        } else {
+            if (at->kind != CNN_NODE_MAP) {
+                st = cnn_error_at(err, CNN_ERR_USAGE, origin,
+                                  "'%s': '%s' is not inside a mapping",
+                                  keypath, key);
+                break;
+            }
+            for (int i = 0; i < at->n_items; i++)
+                if (strcmp(at->items[i]->key, key) == 0)
+                    slot = &at->items[i];
+            if (!slot) {
+                /* New key: a map when more path follows, else the value. */
+                struct cnn_node *c = *p ? node_new(CNN_NODE_MAP, origin, 0, 0)
+                                        : value;
+                if (!c || !(c->key = dup_str(key)) || node_append(at, c) != 0) {
+                    if (c != value)
+                        node_free(c);
+                    st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                if (c == value) {
+                    value = NULL;
+                    break;
+                }
+                at = c;
+                continue;
+            }
+        }
+        if (!*p) {
+            value->key = (*slot)->key;
+            (*slot)->key = NULL;
+            node_free(*slot);
+            *slot = value;
+            value = NULL;
+            break;
+        }
+        at = *slot;
+    }
+    node_free(value);
+    free(keypath);
+    if (st == CNN_OK)
+        assign_paths(cfg->root, "");
+    return st;
+}
+
+/* --- resolving into typed sections -------------------------------------- */
+
+static enum cnn_status read_path(struct cnn_config *cfg, struct cnn_node *map,
+                                 const char *key, const char *dir, char **out,
+                                 struct cnn_error *err)
+{
+    const char *s = NULL;
+    if (cnn_read_string(map, key, NULL, &s, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+    if (!s) {
+        *out = NULL;
+        return CNN_OK;
+    }
+    struct cnn_node *n = cnn_node_get(map, key);
+    /* Paths from the file resolve against its directory; paths typed in
+     * a --set resolve against the current directory, like any argument. */
+    const char *base = dir;
+    if (!base)
+        base = (n->line > 0) ? cfg->dir : ".";
+    size_t cap = strlen(base) + strlen(s) + 2;
+    if (!(*out = malloc(cap)))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    if (s[0] == '/' || strcmp(base, ".") == 0)
+        snprintf(*out, cap, "%s", s);
+    else
+        snprintf(*out, cap, "%s/%s", base, s);
+    return CNN_OK;
+}
+
+static enum cnn_status read_split(struct cnn_config *cfg, struct cnn_node *data,
+                                  const char *key, const char *dir,
+                                  struct cnn_split_config *split,
+                                  struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(data, key);
+    if (!n || cnn_node_is_null(n))
+        return CNN_OK;
+    if (cnn_node_expect_map(n, err) != CNN_OK ||
+        read_path(cfg, n, "images", dir, &split->images, err) != CNN_OK ||
+        read_path(cfg, n, "labels", dir, &split->labels, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+    if (!split->images || !split->labels)
+        return cnn_node_error(err, n, "needs both 'images' and 'labels'");
+    return cnn_node_check_unused(n, err);
+}
+
+static enum cnn_status read_float_list(struct cnn_node *map, const char *key,
+                                       float *dst, int *count, double min,
+                                       struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(map, key);
+    *count = 0;
+    if (!n)
+        return CNN_OK;
+    if (n->kind == CNN_NODE_SCALAR) {
+        double v;
+        if (cnn_node_float(n, min, 1e9, &v, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        dst[0] = (float)v;
+        *count = 1;
+        return CNN_OK;
+    }
+    if (n->kind != CNN_NODE_SEQ || n->n_items > CNN_MAX_CHANNELS)
+        return cnn_node_error(err, n, "expected a number or a list of up to "
+                              "%d numbers, one per channel", CNN_MAX_CHANNELS);
+    for (int i = 0; i < n->n_items; i++) {
+        double v;
+        if (cnn_node_float(n->items[i], min, 1e9, &v, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        dst[i] = (float)v;
+    }
+    *count = n->n_items;
+    return CNN_OK;
+}
+
+static enum cnn_status resolve_data(struct cnn_config *cfg,
+                                    struct cnn_error *err)
+{
+    struct cnn_data_config *d = &cfg->data;
+    struct cnn_node *data = cnn_node_get(cfg->root, "data");
+    if (!data)
+        return cnn_node_error(err, cfg->root, "missing section 'data'");
+    if (cnn_node_expect_map(data, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+
+    static const char *const formats[] = {"idx", NULL};
+    int format;
+    char *dir = NULL;
+    enum cnn_status st = cnn_read_choice(data, "format", formats, 0, &format, err);
+    if (st == CNN_OK)
+        st = read_path(cfg, data, "dir", NULL, &dir, err);
+    if (st == CNN_OK)
+        st = read_split(cfg, data, "train", dir, &d->train, err);
+    if (st == CNN_OK)
+        st = read_split(cfg, data, "test", dir, &d->test, err);
+    free(dir);
+    if (st != CNN_OK)
+        return st;
+    if (!d->train.images)
+        return cnn_node_error(err, data, "missing 'train: {images: ..., "
+                              "labels: ...}'");
+
+    struct cnn_node *norm = cnn_node_get(data, "normalize");
+    if (norm && norm->kind == CNN_NODE_SCALAR && !norm->quoted &&
+        strcmp(norm->value, "auto") == 0) {
+        d->normalize_auto = true;
+    } else if (norm && !cnn_node_is_null(norm)) {
+        if (cnn_node_expect_map(norm, err) != CNN_OK ||
+            read_float_list(norm, "mean", d->mean, &d->n_mean, -1e9, err) ||
+            read_float_list(norm, "std", d->std, &d->n_std, 1e-12, err))
+            return CNN_ERR_CONFIG;
+        if (d->n_mean != d->n_std)
+            return cnn_node_error(err, norm, "'mean' has %d values but 'std' "
+                                  "has %d", d->n_mean, d->n_std);
+        if (cnn_node_check_unused(norm, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+    }
+
+    if (cnn_read_int(data, "limit_train", 0, 0, 1LL << 40, &d->limit_train,
+                     err) ||
+        cnn_read_int(data, "limit_test", 0, 0, 1LL << 40, &d->limit_test, err))
+        return CNN_ERR_CONFIG;
+    return cnn_node_check_unused(data, err);
+}
+
+static enum cnn_status resolve_model(struct cnn_config *cfg,
+                                     struct cnn_error *err)
+{
+    struct cnn_node *model = cnn_node_get(cfg->root, "model");
+    if (!model)
+        return cnn_node_error(err, cfg->root, "missing section 'model'");
+    if (cnn_node_expect_map(model, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+
+    struct cnn_node *input = cnn_node_get(model, "input");
+    if (input) {
+        if (input->kind != CNN_NODE_SEQ || input->n_items != 3)
+            return cnn_node_error(err, input, "expected [channels, height, "
+                                  "width], e.g. [1, 28, 28]");
+        long long v[3];
+        for (int i = 0; i < 3; i++)
+            if (cnn_node_int(input->items[i], 1, 1 << 16, &v[i], err) != CNN_OK)
+                return CNN_ERR_CONFIG;
+        cfg->input_c = (int)v[0];
+        cfg->input_h = (int)v[1];
+        cfg->input_w = (int)v[2];
+    }
+
+    struct cnn_node *layers = cnn_node_get(model, "layers");
+    if (!layers)
+        return cnn_node_error(err, model, "missing 'layers' (a list)");
+    if (layers->kind != CNN_NODE_SEQ || layers->n_items == 0)
+        return cnn_node_error(err, layers, "expected a non-empty list of "
+                              "layers, e.g. '- dense: {units: 10}'");
+    cfg->model_layers = layers;
+    return cnn_node_check_unused(model, err);
+}
+
+static enum cnn_status resolve_optimizer(struct cnn_config *cfg,
+                                         struct cnn_error *err)
+{
+    struct cnn_optim_config *o = &cfg->optim;
+    struct cnn_node *n = cnn_node_get(cfg->root, "optimizer");
+    if (n && cnn_node_expect_map(n, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+    o->node = n;
+    /* The name is checked against the optimizer registry by optim. */
+    if (cnn_read_string(n, "name", "sgd", &o->name, err) ||
+        cnn_read_float(n, "lr", 0.01, 0.0, 1e6, &o->lr, err) ||
+        cnn_read_float(n, "momentum", 0.0, 0.0, 1.0, &o->momentum, err) ||
+        cnn_read_float(n, "dampening", 0.0, 0.0, 1.0, &o->dampening, err) ||
+        cnn_read_float(n, "weight_decay", 0.0, 0.0, 1e3, &o->weight_decay, err) ||
+        cnn_read_bool(n, "nesterov", false, &o->nesterov, err))
+        return CNN_ERR_CONFIG;
+    if (o->nesterov && (o->momentum <= 0.0 || o->dampening != 0.0))
+        return cnn_node_error(err, cnn_node_get(n, "nesterov"),
+                              "nesterov needs momentum > 0 and dampening 0");
+    return cnn_node_check_unused(n, err);
+}
+
+static enum cnn_status resolve_schedule(struct cnn_config *cfg,
+                                        struct cnn_error *err)
+{
+    struct cnn_schedule_config *s = &cfg->schedule;
+    struct cnn_node *n = cnn_node_get(cfg->root, "schedule");
+    if (n && cnn_node_expect_map(n, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+
+    static const char *const names[] = {"constant", "step", "cosine", NULL};
+    int which;
+    if (cnn_read_choice(n, "name", names, 0, &which, err) ||
+        cnn_read_int(n, "warmup_steps", 0, 0, 1LL << 40, &s->warmup_steps, err) ||
+        cnn_read_float(n, "gamma", 0.1, 0.0, 1.0, &s->gamma, err) ||
+        cnn_read_int(n, "step_epochs", 1, 1, 1LL << 30, &s->step_epochs, err) ||
+        cnn_read_float(n, "min_lr", 0.0, 0.0, 1e6, &s->min_lr, err))
+        return CNN_ERR_CONFIG;
+    s->name = names[which];
+    return cnn_node_check_unused(n, err);
+}
+
+static enum cnn_status resolve_training(struct cnn_config *cfg,
+                                        struct cnn_error *err)
+{
+    struct cnn_training_config *t = &cfg->training;
+    struct cnn_node *n = cnn_node_get(cfg->root, "training");
+    if (n && cnn_node_expect_map(n, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+
+    static const char *const losses[] = {"cross_entropy", "mse", NULL};
+    int loss;
+    if (cnn_read_int(n, "epochs", 10, 1, 1000000, &t->epochs, err) ||
+        cnn_read_int(n, "batch_size", 64, 1, 65536, &t->batch_size, err) ||
+        cnn_read_int(n, "max_steps", 0, 0, 1LL << 40, &t->max_steps, err) ||
+        cnn_read_int(n, "log_every", 50, 1, 1LL << 30, &t->log_every, err) ||
+        cnn_read_int(n, "threads", 0, 0, 1024, &t->threads, err) ||
+        cnn_read_choice(n, "loss", losses, 0, &loss, err))
+        return CNN_ERR_CONFIG;
+    t->loss = (enum cnn_loss_kind)loss;
+    return cnn_node_check_unused(n, err);
+}
+
+enum cnn_status cnn_config_resolve(struct cnn_config *cfg,
+                                   struct cnn_error *err)
+{
+    long long seed;
+    if (cnn_read_string(cfg->root, "name", "run", &cfg->name, err) ||
+        cnn_read_int(cfg->root, "seed", 0, 0, INT64_MAX, &seed, err))
+        return CNN_ERR_CONFIG;
+    cfg->seed = (uint64_t)seed;
+
+    enum cnn_status st = resolve_data(cfg, err);
+    if (st == CNN_OK)
+        st = resolve_model(cfg, err);
+    if (st == CNN_OK)
+        st = resolve_optimizer(cfg, err);
+    if (st == CNN_OK)
+        st = resolve_schedule(cfg, err);
+    if (st == CNN_OK)
+        st = resolve_training(cfg, err);
+    if (st == CNN_OK)
+        st = cnn_node_check_unused(cfg->root, err);
+    return st;
+}
+
+/* --- writing the tree back out ------------------------------------------ */
+
+static bool plain_ok(const struct cnn_node *n)
+{
+    const char *s = n->value;
+    if (n->quoted || !*s)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    "0123456789_./+-", *p))
+            return false;
+    return s[0] != '-' || s[1] != '\0';
+}
+
+static void emit_scalar(const struct cnn_node *n, FILE *out)
+{
+    if (cnn_node_is_null(n)) {
+        fputs("null", out);
+        return;
+    }
+    if (plain_ok(n)) {
+        fputs(n->value, out);
+        return;
+    }
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)n->value; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", out);
+        else if (*p < 0x20)
+            fprintf(out, "\\x%02x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+static void emit_node(const struct cnn_node *n, int indent, FILE *out)
+{
+    for (int i = 0; i < n->n_items; i++) {
+        const struct cnn_node *c = n->items[i];
+        fprintf(out, "%*s", indent, "");
+        if (n->kind == CNN_NODE_MAP)
+            fprintf(out, "%s:", c->key);
+        else
+            fputs("-", out);
+
+        if (c->kind == CNN_NODE_SCALAR) {
+            fputc(' ', out);
+            emit_scalar(c, out);
+            fputc('\n', out);
+        } else if (c->n_items == 0) {
+            fputs(c->kind == CNN_NODE_MAP ? " {}\n" : " []\n", out);
+        } else {
+            fputc('\n', out);
+            emit_node(c, indent + 2, out);
+        }
+    }
+}
+
+void cnn_config_emit(const struct cnn_config *cfg, FILE *out)
+{
+    if (cfg->root)
+        emit_node(cfg->root, 0, out);
+}
+
+char *cnn_config_emit_string(const struct cnn_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    cnn_config_emit(cfg, f);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+void cnn_config_free(struct cnn_config *cfg)
+{
+    if (!cfg)
+        return;
+    node_free(cfg->root);
+    for (int i = 0; i < cfg->n_origins; i++)
+        free(cfg->origins[i]);
+    free(cfg->origins);
+    free(cfg->path);
+    free(cfg->dir);
+    free(cfg->data.train.images);
+    free(cfg->data.train.labels);
+    free(cfg->data.test.images);
+    free(cfg->data.test.labels);
+    memset(cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,202 @@
+/*
+ * maxpool and avgpool over square windows, per channel.
+ *
+ *   - maxpool: {size: 2, stride: 2, pad: 0}    # stride defaults to size
+ *
+ * Padding counts as -inf for max and as zeros for average (the divisor is
+ * always size*size, as PyTorch's default count_include_pad).
+ */
+#include "cnn/layer.h"
+#include "cnn/ops.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pool_state {
+    struct cnn_conv_geom g;
+    int *argmax;        /* maxpool: [batch, out] input index of each max */
+};
+
+static enum cnn_status pool_create(struct cnn_layer *l, struct cnn_node *args,
+                                   bool is_max, struct cnn_error *err)
+{
+    long long size, stride, pad;
+    if (cnn_read_int(args, "size", 2, 1, 1 << 12, &size, err) ||
+        cnn_read_int(args, "stride", size, 1, 1 << 12, &stride, err) ||
+        cnn_read_int(args, "pad", 0, 0, size / 2, &pad, err))
+        return CNN_ERR_CONFIG;
+
+    struct cnn_conv_geom g = {
+        .c = l->in.c, .h = l->in.h, .w = l->in.w,
+        .kh = (int)size, .kw = (int)size,
+        .stride = (int)stride, .pad = (int)pad,
+    };
+    g.oh = cnn_conv_out_size(g.h, g.kh, g.stride, g.pad);
+    g.ow = cnn_conv_out_size(g.w, g.kw, g.stride, g.pad);
+    if (g.oh < 1 || g.ow < 1)
+        return cnn_node_error(err, l->node, "a %lldx%lld window does not "
+                              "fit the %dx%d output of %s", size, size,
+                              g.h, g.w, l->prev);
+
+    struct pool_state *s = cnn_layer_alloc(l, sizeof *s, err);
+    if (!s)
+        return CNN_ERR_NOMEM;
+    l->state = s;
+    s->g = g;
+    l->out = (struct cnn_shape){g.c, g.oh, g.ow};
+    if (is_max) {
+        s->argmax = cnn_layer_alloc(l, (size_t)l->batch *
+                                    cnn_shape_size(l->out) * sizeof(int), err);
+        if (!s->argmax)
+            return CNN_ERR_NOMEM;
+    }
+    l->flops = (double)size * size * cnn_shape_size(l->out);
+    return CNN_OK;
+}
+
+static enum cnn_status maxpool_create(struct cnn_layer *l,
+                                      struct cnn_node *args,
+                                      struct cnn_error *err)
+{
+    return pool_create(l, args, true, err);
+}
+
+static enum cnn_status avgpool_create(struct cnn_layer *l,
+                                      struct cnn_node *args,
+                                      struct cnn_error *err)
+{
+    return pool_create(l, args, false, err);
+}
+
+/* The window of output (oy, ox), clipped to the image: rows [y0, y1),
+ * columns [x0, x1). */
+struct window {
+    int y0, y1, x0, x1;
+};
+
+static struct window window_at(const struct cnn_conv_geom *g, int oy, int ox)
+{
+    int y0 = oy * g->stride - g->pad, x0 = ox * g->stride - g->pad;
+    int y1 = y0 + g->kh, x1 = x0 + g->kw;
+    return (struct window){
+        .y0 = y0 < 0 ? 0 : y0, .y1 = y1 > g->h ? g->h : y1,
+        .x0 = x0 < 0 ? 0 : x0, .x1 = x1 > g->w ? g->w : x1,
+    };
+}
+
+static void maxpool_forward(struct cnn_layer *l, const float *x, float *y,
+                            int n, const struct cnn_fwd_ctx *ctx)
+{
+    struct pool_state *s = l->state;
+    const struct cnn_conv_geom *g = &s->g;
+    int planes = n * g->c, in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+
+    for (int p = 0; p < planes; p++) {
+        const float *xp = x + (size_t)p * in_hw;
+        float *yp = y + (size_t)p * out_hw;
+        int *ap = s->argmax + (size_t)p * out_hw;
+        for (int o = 0; o < out_hw; o++) {
+            struct window q = window_at(g, o / g->ow, o % g->ow);
+            float best = -FLT_MAX;
+            int at = q.y0 * g->w + q.x0;
+            for (int yy = q.y0; yy < q.y1; yy++)
+                for (int xx = q.x0; xx < q.x1; xx++)
+                    if (xp[yy * g->w + xx] > best) {
+                        best = xp[yy * g->w + xx];
+                        at = yy * g->w + xx;
+                    }
+            yp[o] = best;
+            ap[o] = at;
+        }
+    }
+}
+
+static void maxpool_backward(struct cnn_layer *l, const float *x,
+                             const float *y, const float *dy, float *dx, int n)
+{
+    struct pool_state *s = l->state;
+    const struct cnn_conv_geom *g = &s->g;
+    int planes = n * g->c, in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+    if (!dx)
+        return;
+
+    memset(dx, 0, (size_t)planes * in_hw * sizeof *dx);
+    for (int p = 0; p < planes; p++) {
+        const int *ap = s->argmax + (size_t)p * out_hw;
+        const float *dyp = dy + (size_t)p * out_hw;
+        float *dxp = dx + (size_t)p * in_hw;
+        for (int o = 0; o < out_hw; o++)
+            dxp[ap[o]] += dyp[o];
+    }
+}
+
+static void avgpool_forward(struct cnn_layer *l, const float *x, float *y,
+                            int n, const struct cnn_fwd_ctx *ctx)
+{
+    struct pool_state *s = l->state;
+    const struct cnn_conv_geom *g = &s->g;
+    int planes = n * g->c, in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+    float scale = 1.0f / (float)(g->kh * g->kw);
+
+    for (int p = 0; p < planes; p++) {
+        const float *xp = x + (size_t)p * in_hw;
+        float *yp = y + (size_t)p * out_hw;
+        for (int o = 0; o < out_hw; o++) {
+            struct window q = window_at(g, o / g->ow, o % g->ow);
+            float acc = 0.0f;
+            for (int yy = q.y0; yy < q.y1; yy++)
+                for (int xx = q.x0; xx < q.x1; xx++)
+                    acc += xp[yy * g->w + xx];
+            yp[o] = acc * scale;
+        }
+    }
+}
+
+static void avgpool_backward(struct cnn_layer *l, const float *x,
+                             const float *y, const float *dy, float *dx, int n)
+{
+    struct pool_state *s = l->state;
+    const struct cnn_conv_geom *g = &s->g;
+    int planes = n * g->c, in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+    float scale = 1.0f / (float)(g->kh * g->kw);
+    if (!dx)
+        return;
+
+    memset(dx, 0, (size_t)planes * in_hw * sizeof *dx);
+    for (int p = 0; p < planes; p++) {
+        const float *dyp = dy + (size_t)p * out_hw;
+        float *dxp = dx + (size_t)p * in_hw;
+        for (int o = 0; o < out_hw; o++) {
+            struct window q = window_at(g, o / g->ow, o % g->ow);
+            float d = dyp[o] * scale;
+            for (int yy = q.y0; yy < q.y1; yy++)
+                for (int xx = q.x0; xx < q.x1; xx++)
+                    dxp[yy * g->w + xx] += d;
+        }
+    }
+}
+
+static void pool_destroy(struct cnn_layer *l)
+{
+    struct pool_state *s = l->state;
+    if (s)
+        free(s->argmax);
+    free(s);
+}
+
+const struct cnn_layer_kind cnn_layer_maxpool = {
+    .name = "maxpool",
+    .create = maxpool_create,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .destroy = pool_destroy,
+};
+
+const struct cnn_layer_kind cnn_layer_avgpool = {
+    .name = "avgpool",
+    .create = avgpool_create,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+    .destroy = pool_destroy,
+};
