@@ -38,7 +38,8 @@ enum cnn_status cnn_optim_create(struct cnn_optim *o,
             else
                 cnn_error_set(err, CNN_ERR_UNSUPPORTED, "optimizer '%s' is "
                               "not built yet", cfg->name);
-            err->status = CNN_ERR_UNSUPPORTED;
+            if (err)
+                err->status = CNN_ERR_UNSUPPORTED;
             cnn_error_hint(err, "use 'sgd' (with momentum and nesterov)");
             return CNN_ERR_UNSUPPORTED;
         }

@@ -1,0 +1,118 @@
+/*
+ * ops: cnn_gemm against its naive twin for every transpose combination,
+ * and im2col/col2im as adjoints of each other (<im2col x, y> = <x,
+ * col2im y>), which is what backpropagation through them relies on.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "cnn/ops.h"
+#include "cnn/rng.h"
+
+static void fill(float *x, size_t n, struct cnn_rng *rng)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = cnn_rng_normal(rng);
+}
+
+static void test_gemm_matches_naive(void **state)
+{
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 1, 0, 0);
+    const int M = 13, N = 17, K = 29;
+    for (int ta = 0; ta < 2; ta++) {
+        for (int tb = 0; tb < 2; tb++) {
+            float A[13 * 29], B[29 * 17], C1[13 * 17], C2[13 * 17];
+            fill(A, M * K, &rng);
+            fill(B, K * N, &rng);
+            fill(C1, M * N, &rng);
+            for (int i = 0; i < M * N; i++)
+                C2[i] = C1[i];
+            int lda = ta ? M : K, ldb = tb ? K : N;
+            cnn_gemm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 2.0f, C1, N);
+            cnn_gemm_naive(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 2.0f, C2, N);
+            for (int i = 0; i < M * N; i++)
+                assert_float_equal(C1[i], C2[i], 1e-4);
+        }
+    }
+}
+
+static void check_adjoint(struct cnn_conv_geom g)
+{
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 2, 0, 0);
+    g.oh = cnn_conv_out_size(g.h, g.kh, g.stride, g.pad);
+    g.ow = cnn_conv_out_size(g.w, g.kw, g.stride, g.pad);
+    assert_true(g.oh > 0 && g.ow > 0);
+    size_t nim = (size_t)g.c * g.h * g.w;
+    size_t ncol = (size_t)g.c * g.kh * g.kw * g.oh * g.ow;
+    float *x = malloc(nim * sizeof *x), *xb = calloc(nim, sizeof *xb);
+    float *y = malloc(ncol * sizeof *y), *col = malloc(ncol * sizeof *col);
+    assert_non_null(x);
+    assert_non_null(xb);
+    assert_non_null(y);
+    assert_non_null(col);
+    fill(x, nim, &rng);
+    fill(y, ncol, &rng);
+
+    cnn_im2col(&g, x, col);
+    cnn_col2im(&g, y, xb);
+    double lhs = 0, rhs = 0;
+    for (size_t i = 0; i < ncol; i++)
+        lhs += (double)col[i] * y[i];
+    for (size_t i = 0; i < nim; i++)
+        rhs += (double)x[i] * xb[i];
+    assert_true(fabs(lhs - rhs) < 1e-3 * (1 + fabs(lhs)));
+    free(x);
+    free(xb);
+    free(y);
+    free(col);
+}
+
+static void test_im2col_adjoint(void **state)
+{
+    check_adjoint((struct cnn_conv_geom){.c = 3, .h = 7, .w = 6, .kh = 3,
+                                         .kw = 3, .stride = 1, .pad = 1});
+    check_adjoint((struct cnn_conv_geom){.c = 2, .h = 9, .w = 9, .kh = 5,
+                                         .kw = 5, .stride = 2, .pad = 2});
+    check_adjoint((struct cnn_conv_geom){.c = 1, .h = 4, .w = 5, .kh = 2,
+                                         .kw = 2, .stride = 3, .pad = 0});
+}
+
+static void test_im2col_layout(void **state)
+{
+    /* 1 channel 3x3, 2x2 window, stride 1, no pad: 4 rows x 4 columns. */
+    struct cnn_conv_geom g = {.c = 1, .h = 3, .w = 3, .kh = 2, .kw = 2,
+                              .stride = 1, .pad = 0, .oh = 2, .ow = 2};
+    float im[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    float col[16];
+    const float want[16] = {1, 2, 4, 5,   2, 3, 5, 6,
+                            4, 5, 7, 8,   5, 6, 8, 9};
+    cnn_im2col(&g, im, col);
+    for (int i = 0; i < 16; i++)
+        assert_float_equal(col[i], want[i], 0);
+}
+
+static void test_out_size(void **state)
+{
+    assert_int_equal(cnn_conv_out_size(28, 5, 1, 2), 28);
+    assert_int_equal(cnn_conv_out_size(28, 2, 2, 0), 14);
+    assert_int_equal(cnn_conv_out_size(7, 3, 2, 1), 4);
+    assert_int_equal(cnn_conv_out_size(2, 5, 1, 0), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_matches_naive),
+        cmocka_unit_test(test_im2col_adjoint),
+        cmocka_unit_test(test_im2col_layout),
+        cmocka_unit_test(test_out_size),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
