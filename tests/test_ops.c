@@ -60,8 +60,9 @@ static void check_adjoint(struct cnn_conv_geom g)
     fill(x, nim, &rng);
     fill(y, ncol, &rng);
 
-    cnn_im2col(&g, x, col);
-    cnn_col2im(&g, y, xb);
+    int ohw = g.oh * g.ow;
+    cnn_im2col(&g, x, col, ohw);
+    cnn_col2im(&g, y, ohw, xb);
     double lhs = 0, rhs = 0;
     for (size_t i = 0; i < ncol; i++)
         lhs += (double)col[i] * y[i];
@@ -93,7 +94,7 @@ static void test_im2col_layout(void **state)
     float col[16];
     const float want[16] = {1, 2, 4, 5,   2, 3, 5, 6,
                             4, 5, 7, 8,   5, 6, 8, 9};
-    cnn_im2col(&g, im, col);
+    cnn_im2col(&g, im, col, 4);
     for (int i = 0; i < 16; i++)
         assert_float_equal(col[i], want[i], 0);
 }

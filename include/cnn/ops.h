@@ -30,11 +30,15 @@ struct cnn_conv_geom {
 /* Output extent of a window, or -1 when the window does not fit. */
 int cnn_conv_out_size(int in, int k, int stride, int pad);
 
-/* im[c, h, w] -> col[c*kh*kw, oh*ow], zero where the window is padding. */
-void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col);
+/* im[c, h, w] -> col[c*kh*kw, oh*ow], zero where the window is padding.
+ * ld is the row stride of col (>= oh*ow), so several examples can sit
+ * side by side in one column matrix. */
+void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
+                int ld);
 
-/* The adjoint: adds col[c*kh*kw, oh*ow] back into im[c, h, w]. */
-void cnn_col2im(const struct cnn_conv_geom *g, const float *col, float *im);
+/* The adjoint: adds col[c*kh*kw, oh*ow] (row stride ld) into im[c, h, w]. */
+void cnn_col2im(const struct cnn_conv_geom *g, const float *col, int ld,
+                float *im);
 
 /* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
  * leaves OpenBLAS's default. Returns the count in use. */

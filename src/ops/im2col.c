@@ -1,7 +1,9 @@
 /*
  * im2col/col2im: unfold convolution windows into GEMM columns and fold
  * gradients back. Rows of col are (channel, ky, kx); columns are output
- * pixels in row-major order.
+ * pixels in row-major order. For each row of output pixels the columns
+ * whose window falls inside the image are worked out once, so the inner
+ * loops are plain copies (memcpy for stride 1) and adds without branches.
  */
 #include "cnn/ops.h"
 
@@ -15,14 +17,31 @@ int cnn_conv_out_size(int in, int k, int stride, int pad)
     return span / stride + 1;
 }
 
-void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col)
+/* Output columns [lo, hi) whose input column ox*stride - pad + kx lies
+ * inside [0, w). */
+static void valid_range(const struct cnn_conv_geom *g, int kx, int *lo,
+                        int *hi)
 {
-    int ohw = g->oh * g->ow;
+    int a = g->pad - kx;                       /* first ox: ox*stride >= a */
+    *lo = a <= 0 ? 0 : (a + g->stride - 1) / g->stride;
+    int b = g->w - 1 + g->pad - kx;            /* last ox: ox*stride <= b */
+    *hi = b < 0 ? 0 : b / g->stride + 1;
+    if (*hi > g->ow)
+        *hi = g->ow;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
+void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
+                int ld)
+{
     for (int c = 0; c < g->c; c++) {
         const float *plane = im + (size_t)c * g->h * g->w;
         for (int ky = 0; ky < g->kh; ky++) {
             for (int kx = 0; kx < g->kw; kx++) {
-                float *row = col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ohw;
+                float *row = col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ld;
+                int lo, hi;
+                valid_range(g, kx, &lo, &hi);
                 for (int oy = 0; oy < g->oh; oy++) {
                     int y = oy * g->stride - g->pad + ky;
                     float *dst = row + oy * g->ow;
@@ -30,37 +49,46 @@ void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col)
                         memset(dst, 0, (size_t)g->ow * sizeof *dst);
                         continue;
                     }
-                    const float *src = plane + (size_t)y * g->w;
-                    for (int ox = 0; ox < g->ow; ox++) {
-                        int x = ox * g->stride - g->pad + kx;
-                        dst[ox] = (x >= 0 && x < g->w) ? src[x] : 0.0f;
-                    }
+                    /* Input column of output column lo; >= 0 by lo's choice. */
+                    const float *src = plane + (size_t)y * g->w +
+                                       (lo * g->stride - g->pad + kx);
+                    memset(dst, 0, (size_t)lo * sizeof *dst);
+                    if (g->stride == 1)
+                        memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof *dst);
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            dst[ox] = src[(ox - lo) * g->stride];
+                    memset(dst + hi, 0, (size_t)(g->ow - hi) * sizeof *dst);
                 }
             }
         }
     }
 }
 
-void cnn_col2im(const struct cnn_conv_geom *g, const float *col, float *im)
+void cnn_col2im(const struct cnn_conv_geom *g, const float *col, int ld,
+                float *im)
 {
-    int ohw = g->oh * g->ow;
     for (int c = 0; c < g->c; c++) {
         float *plane = im + (size_t)c * g->h * g->w;
         for (int ky = 0; ky < g->kh; ky++) {
             for (int kx = 0; kx < g->kw; kx++) {
                 const float *row =
-                    col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ohw;
+                    col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ld;
+                int lo, hi;
+                valid_range(g, kx, &lo, &hi);
                 for (int oy = 0; oy < g->oh; oy++) {
                     int y = oy * g->stride - g->pad + ky;
                     if (y < 0 || y >= g->h)
                         continue;
-                    const float *src = row + oy * g->ow;
-                    float *dst = plane + (size_t)y * g->w;
-                    for (int ox = 0; ox < g->ow; ox++) {
-                        int x = ox * g->stride - g->pad + kx;
-                        if (x >= 0 && x < g->w)
-                            dst[x] += src[ox];
-                    }
+                    const float *src = row + oy * g->ow + lo;
+                    float *dst = plane + (size_t)y * g->w +
+                                 (lo * g->stride - g->pad + kx);
+                    if (g->stride == 1)
+                        for (int i = 0; i < hi - lo; i++)
+                            dst[i] += src[i];
+                    else
+                        for (int i = 0; i < hi - lo; i++)
+                            dst[i * g->stride] += src[i];
                 }
             }
         }
