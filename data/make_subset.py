@@ -3,8 +3,8 @@
 files. Used to make data/fashion-mnist-tiny from Debian's
 dataset-fashion-mnist:
 
-  python3 data/make_subset.py /usr/share/datasets/fashion-mnist/train 1000 data/fashion-mnist-tiny/train
-  python3 data/make_subset.py /usr/share/datasets/fashion-mnist/t10k 200 data/fashion-mnist-tiny/t10k
+  python3 data/make_subset.py /usr/share/datasets/fashion-mnist/train 2000 data/fashion-mnist-tiny/train
+  python3 data/make_subset.py /usr/share/datasets/fashion-mnist/t10k 500 data/fashion-mnist-tiny/t10k
 """
 import gzip
 import struct

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 enum {
@@ -184,6 +185,15 @@ static void assign_paths(struct cnn_node *n, const char *path)
     }
 }
 
+/* Values typed in a --set have no line in any file: clear positions, so
+ * messages name the option alone and paths resolve against the cwd. */
+static void clear_marks(struct cnn_node *n)
+{
+    n->line = n->col = n->key_line = n->key_col = 0;
+    for (int i = 0; i < n->n_items; i++)
+        clear_marks(n->items[i]);
+}
+
 static const char *add_origin(struct cnn_config *cfg, const char *origin)
 {
     char **o = realloc(cfg->origins, (size_t)(cfg->n_origins + 1) * sizeof *o);
@@ -323,7 +333,9 @@ enum cnn_status cnn_config_load(struct cnn_config *cfg, const char *path,
                             "contains NUL bytes: not a YAML text file");
     }
 
-    char *dir = dir_of(path);
+    char *rel = dir_of(path);
+    char *dir = rel ? realpath(rel, NULL) : NULL;
+    free(rel);
     enum cnn_status st = dir ? cnn_config_load_string(cfg, text, path, dir, err)
                              : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     free(dir);
@@ -387,6 +399,7 @@ enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
         return cnn_error_at(err, CNN_ERR_USAGE, origin, "value is not valid "
                             "YAML: %s", perr.message);
     }
+    clear_marks(value);
     /* A value like "" parses to an empty document: make it a null scalar. */
     if (value->kind == CNN_NODE_MAP && value->n_items == 0 && !strchr(eq + 1, '{')) {
         node_free(value);
@@ -478,17 +491,30 @@ static enum cnn_status read_path(struct cnn_config *cfg, struct cnn_node *map,
     }
     struct cnn_node *n = cnn_node_get(map, key);
     /* Paths from the file resolve against its directory; paths typed in
-     * a --set resolve against the current directory, like any argument. */
+     * a --set resolve against the current directory, like any argument.
+     * Under data.dir, file names resolve against that directory. */
+    char cwd[4096];
     const char *base = dir;
     if (!base)
-        base = (n->line > 0) ? cfg->dir : ".";
+        base = n->line > 0 ? cfg->dir : (getcwd(cwd, sizeof cwd) ? cwd : ".");
     size_t cap = strlen(base) + strlen(s) + 2;
     if (!(*out = malloc(cap)))
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-    if (s[0] == '/' || strcmp(base, ".") == 0)
+    if (s[0] == '/')
         snprintf(*out, cap, "%s", s);
     else
         snprintf(*out, cap, "%s/%s", base, s);
+
+    /* The resolved config (config.yaml of a run) must name the same file
+     * from wherever it is read: store the absolute form unless the path
+     * is relative to data.dir, which is itself made absolute. */
+    if (!dir && s[0] != '/') {
+        char *abs = dup_str(*out);
+        if (!abs)
+            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        free(n->value);
+        n->value = abs;
+    }
     return CNN_OK;
 }
 

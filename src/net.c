@@ -82,6 +82,11 @@ static enum cnn_status layer_name(struct cnn_net *net, struct cnn_layer *l,
         return CNN_ERR_CONFIG;
     if (!given) {
         snprintf(l->name, sizeof l->name, "%s_%d", l->kind->name, ordinal);
+        for (int i = 0; i < net->n_layers; i++)
+            if (strcmp(net->layers[i].name, l->name) == 0)
+                return cnn_node_error(err, l->node, "its default name '%s' is "
+                                      "taken by layer %d; give one of them "
+                                      "another 'name'", l->name, i + 1);
         return CNN_OK;
     }
 
@@ -152,7 +157,14 @@ static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
 
 static enum cnn_status allocate(struct cnn_net *net, struct cnn_error *err)
 {
-    double n_params = 0, act_bytes = 0;
+    double n_params = 0;
+    double act_bytes = sizeof(float) * (double)net->batch *
+                       (double)cnn_shape_size(net->in);
+    if (act_bytes > MAX_ACT_BYTES)
+        return cnn_error_set(err, CNN_ERR_DATA, "one batch of %d inputs of "
+                             "%dx%dx%d needs %.1f GiB: too large", net->batch,
+                             net->in.c, net->in.h, net->in.w,
+                             act_bytes / (1ull << 30));
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
         for (int j = 0; j < l->n_params; j++)

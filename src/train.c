@@ -257,11 +257,9 @@ static void log_interval(struct loop *L, long long epoch, double lr)
     r.elapsed_s = now - L->t0;
     cnn_metrics_write(L->metrics, &r);
 
-    if (!L->log->tty)
-        cnn_log_info(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
-                     "img/s=%.0f elapsed=%.1fs", epoch + 1, L->step,
-                     r.train_loss, r.train_acc, lr, r.images_per_s,
-                     r.elapsed_s);
+    cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
+                 "images_per_s=%.0f elapsed_s=%.1f", epoch + 1, L->step,
+                 r.train_loss, r.train_acc, lr, r.images_per_s, r.elapsed_s);
     L->sum_loss = 0;
     L->sum_correct = L->sum_examples = L->interval_steps = 0;
     L->interval_t0 = now;

@@ -125,9 +125,21 @@ void cnn_param_init(struct cnn_param *p, struct cnn_rng *rng);
 enum cnn_status cnn_layer_need_flat(struct cnn_layer *l,
                                     struct cnn_error *err);
 
-/* Allocates zeroed memory for layer state, or sets a NOMEM error. */
+/* Allocates zeroed memory for layer state. Returns NULL with a config
+ * error when bytes is beyond any sane layer (a typo in a size), or with
+ * CNN_ERR_NOMEM when memory is short. */
 void *cnn_layer_alloc(struct cnn_layer *l, size_t bytes,
                       struct cnn_error *err);
+
+/* The status a failed cnn_layer_alloc left in err. */
+enum cnn_status cnn_layer_alloc_status(const struct cnn_error *err);
+
+/* Fails when args lacks key: first with any misspelled key (so 'filter'
+ * gets "did you mean 'filters'?"), else saying what is missing, with
+ * example showing the usual form. */
+enum cnn_status cnn_layer_require(struct cnn_layer *l, struct cnn_node *args,
+                                  const char *key, const char *example,
+                                  struct cnn_error *err);
 
 extern const struct cnn_layer_kind cnn_layer_dense;
 extern const struct cnn_layer_kind cnn_layer_conv2d;

@@ -27,6 +27,11 @@ bool cnn_log_open_file(struct cnn_log *log, const char *path);
 void cnn_log_info(struct cnn_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* A per-interval line: always in the log file; on stderr only when it is
+ * not a terminal (where the progress line shows the same figures). */
+void cnn_log_step(struct cnn_log *log, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Always shown, prefixed "warning: ". */
 void cnn_log_warn(struct cnn_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

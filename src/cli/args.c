@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cnn/ops.h"
+#include "cnn_version.h"
 
 void cli_usage(FILE *out)
 {
@@ -59,6 +60,7 @@ int cli_parse(int argc, char **argv, const char *command,
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     long long dummy;
@@ -67,7 +69,7 @@ int cli_parse(int argc, char **argv, const char *command,
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_SET:
             if (opts->n_sets == CLI_MAX_SETS) {
@@ -102,6 +104,9 @@ int cli_parse(int argc, char **argv, const char *command,
             break;
         case 'h':
             cli_usage(stdout);
+            return 0;
+        case 'V':
+            printf("cnn-train %s\n", CNN_VERSION);
             return 0;
         default:
             if (optopt)

@@ -51,7 +51,7 @@ static enum cnn_status leaky_create(struct cnn_layer *l, struct cnn_node *args,
         return CNN_ERR_CONFIG;
     struct leaky_state *s = cnn_layer_alloc(l, sizeof *s, err);
     if (!s)
-        return CNN_ERR_NOMEM;
+        return cnn_layer_alloc_status(err);
     s->slope = (float)slope;
     l->state = s;
     return same_shape(l, args, err);

@@ -21,6 +21,9 @@
 /* Scratch floats per chunk: column matrix plus GEMM-layout output. */
 static const size_t CHUNK_FLOATS = 1u << 23;
 
+/* One example's columns beyond 4 GiB are a typo, not a layer. */
+static const size_t MAX_WORKSPACE_FLOATS = 1u << 30;
+
 struct conv_state {
     struct cnn_conv_geom g;
     int chunk;          /* examples per GEMM */
@@ -50,10 +53,10 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     long long filters, size, stride, pad;
     bool bias;
     enum cnn_init init;
-    if (!cnn_node_get(args, "filters") || !cnn_node_get(args, "size"))
-        return cnn_node_error(err, l->node, "conv2d needs 'filters' and "
-                              "'size', e.g. '- conv2d: {filters: 32, "
-                              "size: 3}'");
+    static const char example[] = "- conv2d: {filters: 32, size: 3}";
+    if (cnn_layer_require(l, args, "filters", example, err) ||
+        cnn_layer_require(l, args, "size", example, err))
+        return CNN_ERR_CONFIG;
     if (cnn_read_int(args, "filters", 0, 1, 1 << 16, &filters, err) ||
         cnn_read_int(args, "size", 0, 1, 1 << 10, &size, err) ||
         cnn_read_int(args, "stride", 1, 1, 1 << 10, &stride, err) ||
@@ -77,9 +80,13 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     int F = (int)filters;
     size_t kk = (size_t)g.c * g.kh * g.kw, ohw = (size_t)g.oh * g.ow;
     size_t per_example = (kk + (size_t)F) * ohw;
+    if ((double)per_example > (double)MAX_WORKSPACE_FLOATS)
+        return cnn_node_error(err, l->node, "%s needs %.1f GiB of im2col "
+                              "workspace for one example: too large",
+                              l->name, per_example * 4.0 / (1ull << 30));
     struct conv_state *s = cnn_layer_alloc(l, sizeof *s, err);
     if (!s)
-        return CNN_ERR_NOMEM;
+        return cnn_layer_alloc_status(err);
     l->state = s;
     s->g = g;
     s->chunk = (int)(CHUNK_FLOATS / per_example);
@@ -91,7 +98,7 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     s->tmp = s->col ? cnn_layer_alloc(l, (size_t)F * ohw * s->chunk *
                                       sizeof(float), err) : NULL;
     if (!s->tmp)
-        return CNN_ERR_NOMEM;
+        return cnn_layer_alloc_status(err);
 
     l->out = (struct cnn_shape){F, g.oh, g.ow};
     cnn_layer_add_param(l, "weight", CNN_PARAM_WEIGHT, 4,

@@ -25,13 +25,13 @@ static enum cnn_status dropout_create(struct cnn_layer *l,
         return CNN_ERR_CONFIG;
     struct dropout_state *s = cnn_layer_alloc(l, sizeof *s, err);
     if (!s)
-        return CNN_ERR_NOMEM;
+        return cnn_layer_alloc_status(err);
     l->state = s;
     s->rate = (float)rate;
     s->mask = cnn_layer_alloc(l, (size_t)l->batch * cnn_shape_size(l->in) *
                               sizeof(float), err);
     if (!s->mask)
-        return CNN_ERR_NOMEM;
+        return cnn_layer_alloc_status(err);
     l->out = l->in;
     l->flops = (double)cnn_shape_size(l->in);
     return CNN_OK;

@@ -41,7 +41,7 @@ static enum cnn_status pool_create(struct cnn_layer *l, struct cnn_node *args,
 
     struct pool_state *s = cnn_layer_alloc(l, sizeof *s, err);
     if (!s)
-        return CNN_ERR_NOMEM;
+        return cnn_layer_alloc_status(err);
     l->state = s;
     s->g = g;
     l->out = (struct cnn_shape){g.c, g.oh, g.ow};
@@ -49,7 +49,7 @@ static enum cnn_status pool_create(struct cnn_layer *l, struct cnn_node *args,
         s->argmax = cnn_layer_alloc(l, (size_t)l->batch *
                                     cnn_shape_size(l->out) * sizeof(int), err);
         if (!s->argmax)
-            return CNN_ERR_NOMEM;
+            return cnn_layer_alloc_status(err);
     }
     l->flops = (double)size * size * cnn_shape_size(l->out);
     return CNN_OK;

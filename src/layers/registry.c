@@ -134,12 +134,38 @@ enum cnn_status cnn_layer_need_flat(struct cnn_layer *l,
     return CNN_ERR_CONFIG;
 }
 
+/* No layer state of ours comes near this; past it, a size is a typo. */
+static const double MAX_STATE_BYTES = 16.0 * (1ull << 30);
+
 void *cnn_layer_alloc(struct cnn_layer *l, size_t bytes,
                       struct cnn_error *err)
 {
+    if ((double)bytes > MAX_STATE_BYTES) {
+        cnn_node_error(err, l->node, "%s would need %.1f GiB of working "
+                       "memory: too large", l->name,
+                       (double)bytes / (1ull << 30));
+        return NULL;
+    }
     void *p = calloc(1, bytes ? bytes : 1);
     if (!p)
         cnn_error_set(err, CNN_ERR_NOMEM, "%s: out of memory (%zu bytes)",
                       l->name, bytes);
     return p;
+}
+
+enum cnn_status cnn_layer_alloc_status(const struct cnn_error *err)
+{
+    return err && err->status != CNN_OK ? err->status : CNN_ERR_NOMEM;
+}
+
+enum cnn_status cnn_layer_require(struct cnn_layer *l, struct cnn_node *args,
+                                  const char *key, const char *example,
+                                  struct cnn_error *err)
+{
+    if (cnn_node_get(args, key))
+        return CNN_OK;
+    if (cnn_node_check_unused(args, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+    return cnn_node_error(err, l->node, "%s needs '%s', e.g. '%s'",
+                          l->kind->name, key, example);
 }

@@ -77,6 +77,14 @@ void cnn_log_info(struct cnn_log *log, const char *fmt, ...)
     va_end(ap);
 }
 
+void cnn_log_step(struct cnn_log *log, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    emit(log, !log->quiet && !log->tty, "", fmt, ap);
+    va_end(ap);
+}
+
 void cnn_log_warn(struct cnn_log *log, const char *fmt, ...)
 {
     va_list ap;
