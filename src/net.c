@@ -161,7 +161,7 @@ static enum cnn_status allocate(struct cnn_net *net, struct cnn_error *err)
     double act_bytes = sizeof(float) * (double)net->batch *
                        (double)cnn_shape_size(net->in);
     if (act_bytes > MAX_ACT_BYTES)
-        return cnn_error_set(err, CNN_ERR_DATA, "one batch of %d inputs of "
+        return cnn_error_set(err, CNN_ERR_CONFIG, "one batch of %d inputs of "
                              "%dx%dx%d needs %.1f GiB: too large", net->batch,
                              net->in.c, net->in.h, net->in.w,
                              act_bytes / (1ull << 30));

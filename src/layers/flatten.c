@@ -4,13 +4,18 @@
  */
 #include "cnn/layer.h"
 
+#include <limits.h>
 #include <string.h>
 
 static enum cnn_status flatten_create(struct cnn_layer *l,
                                       struct cnn_node *args,
                                       struct cnn_error *err)
 {
-    l->out = (struct cnn_shape){(int)cnn_shape_size(l->in), 1, 1};
+    size_t n = cnn_shape_size(l->in);
+    if (n > INT_MAX)
+        return cnn_node_error(err, l->node, "%s would hold %zu values per "
+                              "example: too large", l->name, n);
+    l->out = (struct cnn_shape){(int)n, 1, 1};
     return CNN_OK;
 }
 
