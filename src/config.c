@@ -335,9 +335,15 @@ enum cnn_status cnn_config_load(struct cnn_config *cfg, const char *path,
 
     char *rel = dir_of(path);
     char *dir = rel ? realpath(rel, NULL) : NULL;
+    enum cnn_status st;
+    if (dir)
+        st = cnn_config_load_string(cfg, text, path, dir, err);
+    else if (rel)
+        st = cnn_error_at(err, CNN_ERR_CONFIG, path, "cannot resolve its "
+                          "directory %s: %s", rel, strerror(errno));
+    else
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     free(rel);
-    enum cnn_status st = dir ? cnn_config_load_string(cfg, text, path, dir, err)
-                             : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     free(dir);
     free(text);
     return st;

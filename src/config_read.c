@@ -104,7 +104,8 @@ enum cnn_status cnn_node_int(struct cnn_node *n, long long min, long long max,
         if (end == n->value || *end != '\0' || d != floor(d))
             return cnn_node_error(err, n, "expected an integer, got '%s'",
                                   n->value);
-        if (d < (double)min || d > (double)max)
+        /* (double)INT64_MAX rounds up to 2^63, which no long long holds. */
+        if (d < (double)min || d > (double)max || d >= 0x1p63)
             return cnn_node_error(err, n, "must be between %lld and %lld, "
                                   "got %s", min, max, n->value);
         v = (long long)d;

@@ -136,7 +136,8 @@ enum cnn_status cnn_layer_alloc_status(const struct cnn_error *err);
 
 /* Fails when args lacks key: first with any misspelled key (so 'filter'
  * gets "did you mean 'filters'?"), else saying what is missing, with
- * example showing the usual form. */
+ * example showing the usual form. Call it after reading every other key
+ * of the layer, so that none of them looks unknown. */
 enum cnn_status cnn_layer_require(struct cnn_layer *l, struct cnn_node *args,
                                   const char *key, const char *example,
                                   struct cnn_error *err);

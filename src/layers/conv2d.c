@@ -15,6 +15,7 @@
 #include "cnn/layer.h"
 #include "cnn/ops.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,16 +54,18 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     long long filters, size, stride, pad;
     bool bias;
     enum cnn_init init;
-    static const char example[] = "- conv2d: {filters: 32, size: 3}";
-    if (cnn_layer_require(l, args, "filters", example, err) ||
-        cnn_layer_require(l, args, "size", example, err))
-        return CNN_ERR_CONFIG;
     if (cnn_read_int(args, "filters", 0, 1, 1 << 16, &filters, err) ||
         cnn_read_int(args, "size", 0, 1, 1 << 10, &size, err) ||
         cnn_read_int(args, "stride", 1, 1, 1 << 10, &stride, err) ||
         read_pad(args, (int)size, &pad, err) ||
         cnn_read_bool(args, "bias", true, &bias, err) ||
         cnn_layer_read_init(args, CNN_INIT_HE_NORMAL, &init, err))
+        return CNN_ERR_CONFIG;
+    /* Required keys are checked after every key was asked for, so a
+     * misspelling is answered with its suggestion. */
+    static const char example[] = "- conv2d: {filters: 32, size: 3}";
+    if (cnn_layer_require(l, args, "filters", example, err) ||
+        cnn_layer_require(l, args, "size", example, err))
         return CNN_ERR_CONFIG;
 
     struct cnn_conv_geom g = {
@@ -79,6 +82,10 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
 
     int F = (int)filters;
     size_t kk = (size_t)g.c * g.kh * g.kw, ohw = (size_t)g.oh * g.ow;
+    if (kk > INT_MAX || (size_t)F * g.kh * g.kw > INT_MAX)
+        return cnn_node_error(err, l->node, "%s: a %dx%d window over %d "
+                              "channels into %d filters is too large",
+                              l->name, g.kh, g.kw, g.c, F);
     size_t per_example = (kk + (size_t)F) * ohw;
     if ((double)per_example > (double)MAX_WORKSPACE_FLOATS)
         return cnn_node_error(err, l->node, "%s needs %.1f GiB of im2col "

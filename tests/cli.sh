@@ -1,0 +1,456 @@
+#!/bin/bash
+# End-to-end tests of the cnn-train binary on the shipped tiny dataset
+# (data/fashion-mnist-tiny, 2000 train / 500 test images) and
+# configs/mlp-tiny.yaml: options and exit codes, the run directory and
+# its files, reproducibility, refusal to overwrite, the safetensors
+# file, summary, and one bad input of each kind, which must exit 2 with
+# one message naming the file and leave no run directory behind.
+#
+# Needs $CNN_TRAIN (the binary) and $CNN_SOURCE_ROOT (the repository);
+# meson test sets both. Prints "ok - ..." or "not ok - ..." per check
+# and exits 1 if any failed. Runs in well under a minute.
+set -u
+
+BIN=${CNN_TRAIN:?set CNN_TRAIN to the cnn-train binary}
+ROOT=${CNN_SOURCE_ROOT:?set CNN_SOURCE_ROOT to the repository}
+CFG=$ROOT/configs/mlp-tiny.yaml
+DATA=$ROOT/data/fashion-mnist-tiny
+TRAIN_IMAGES=$DATA/train-images-idx3-ubyte.gz
+TRAIN_LABELS=$DATA/train-labels-idx1-ubyte.gz
+TEST_IMAGES=$DATA/t10k-images-idx3-ubyte.gz
+TEST_LABELS=$DATA/t10k-labels-idx1-ubyte.gz
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cnn-cli-XXXXXX") || exit 1
+trap 'rm -rf "$TMP"' EXIT
+
+FAILED=0
+COUNT=0
+
+pass() { COUNT=$((COUNT + 1)); echo "ok - $1"; }
+fail() {
+    COUNT=$((COUNT + 1)); FAILED=$((FAILED + 1))
+    echo "not ok - $1"
+    shift
+    for line in "$@"; do echo "#   $line"; done
+}
+
+# run NAME CMD...: runs CMD with stdout in $TMP/NAME.out, stderr in
+# $TMP/NAME.err and the exit status in RC.
+run() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
+    RC=$?
+}
+
+# expect_rc NAME WANT DESC: checks the last run's status.
+expect_rc() {
+    if [ "$RC" -eq "$2" ]; then
+        pass "$3"
+    else
+        fail "$3" "exit $RC, expected $2" "stderr: $(head -c 600 "$TMP/$1.err")"
+    fi
+}
+
+# column FILE NAME: prints column NAME of a CSV file, header skipped.
+column() {
+    awk -F, -v want="$2" '
+        NR == 1 { for (i = 1; i <= NF; i++) if ($i == want) c = i; next }
+        { print $c }' "$1"
+}
+
+# The loss columns of metrics.csv: everything but images_per_s and
+# elapsed_s, which depend on timing.
+losses() {
+    cut -d, -f1-7 "$1"
+}
+
+# --- options ----------------------------------------------------------------
+
+run help "$BIN" --help
+expect_rc help 0 "--help exits 0"
+if grep -q -- "--set" "$TMP/help.out"; then
+    pass "--help mentions --set on stdout"
+else
+    fail "--help mentions --set on stdout"
+fi
+
+run version "$BIN" --version
+expect_rc version 0 "--version exits 0"
+if grep -Eq '^cnn-train [0-9]+\.[0-9]+' "$TMP/version.out"; then
+    pass "--version prints 'cnn-train X.Y'"
+else
+    fail "--version prints 'cnn-train X.Y'" "got: $(cat "$TMP/version.out")"
+fi
+
+run noargs "$BIN"
+expect_rc noargs 2 "no arguments exits 2"
+
+run threads0 "$BIN" train "$CFG" --threads 0 --out "$TMP/never"
+expect_rc threads0 2 "--threads 0 exits 2"
+run seedneg "$BIN" train "$CFG" --seed -1 --out "$TMP/never"
+expect_rc seedneg 2 "--seed -1 exits 2"
+run seedword "$BIN" train "$CFG" --seed abc --out "$TMP/never"
+expect_rc seedword 2 "--seed abc exits 2"
+run badopt "$BIN" train "$CFG" --bogus --out "$TMP/never"
+expect_rc badopt 2 "an unknown option exits 2"
+run twocfg "$BIN" train "$CFG" "$CFG" --out "$TMP/never"
+expect_rc twocfg 2 "two configs exit 2"
+if [ -e "$TMP/never" ]; then
+    fail "option errors create no run directory"
+else
+    pass "option errors create no run directory"
+fi
+
+# --- a run from another directory -------------------------------------------
+
+mkdir -p "$TMP/cwd"
+cd "$TMP/cwd" || exit 1
+
+run main "$BIN" train "$CFG" --out main
+expect_rc main 0 "train mlp-tiny from another directory exits 0"
+all=1
+for f in config.yaml metrics.csv train.log model.safetensors; do
+    if [ ! -s "main/$f" ]; then
+        all=0
+        fail "the run directory holds $f"
+    fi
+done
+[ $all -eq 1 ] && pass "the run directory holds all four files"
+
+header=$(head -n 1 main/metrics.csv 2>/dev/null)
+if [[ $header == epoch,step,lr,train_loss* ]]; then
+    pass "metrics.csv header starts with epoch,step,lr,train_loss"
+else
+    fail "metrics.csv header starts with epoch,step,lr,train_loss" \
+         "got: $(head -n 1 main/metrics.csv 2>/dev/null)"
+fi
+
+acc=$(column main/metrics.csv test_acc 2>/dev/null | tail -n 1)
+if awk -v a="${acc:-0}" 'BEGIN { exit !(a > 0.70) }'; then
+    pass "final test_acc $acc > 0.70"
+else
+    fail "final test_acc > 0.70" "got '$acc'"
+fi
+
+evals=$(column main/metrics.csv test_acc 2>/dev/null | grep -c .)
+epochs=$(awk '/^ *epochs:/ { print $2 }' "$CFG")
+if [ "$evals" = "$epochs" ]; then
+    pass "one evaluation row per epoch ($epochs)"
+else
+    fail "one evaluation row per epoch" "got $evals rows for $epochs epochs"
+fi
+
+# The saved config names the same data from wherever it is read.
+run reload "$BIN" train main/config.yaml --set training.epochs=1 --out reload
+expect_rc reload 0 "the run's config.yaml trains again, as saved"
+
+# A relative config path from elsewhere: data paths follow the config.
+rel=$(realpath --relative-to="$TMP/cwd" "$CFG")
+run relcfg "$BIN" train "$rel" --set training.epochs=1 --out relcfg
+expect_rc relcfg 0 "a relative config path ($rel) from another directory"
+
+# --- same command, two spellings --------------------------------------------
+
+run implicit "$BIN" "$CFG" --set training.epochs=1 --out implicit
+expect_rc implicit 0 "cnn-train CONFIG exits 0"
+run explicit "$BIN" train "$CFG" --set training.epochs=1 --out explicit
+expect_rc explicit 0 "cnn-train train CONFIG exits 0"
+if [ -f implicit/metrics.csv ] && [ -f explicit/metrics.csv ] &&
+   diff <(losses implicit/metrics.csv) <(losses explicit/metrics.csv) \
+       >/dev/null &&
+   cmp -s implicit/config.yaml explicit/config.yaml; then
+    pass "cnn-train CONFIG equals cnn-train train CONFIG"
+else
+    fail "cnn-train CONFIG equals cnn-train train CONFIG"
+fi
+
+evals=$(column explicit/metrics.csv test_acc 2>/dev/null | grep -c .)
+if [ "$evals" = 1 ]; then
+    pass "--set training.epochs=1 gives one evaluation row"
+else
+    fail "--set training.epochs=1 gives one evaluation row" "got $evals"
+fi
+if grep -q '^  epochs: 1$' explicit/config.yaml 2>/dev/null; then
+    pass "config.yaml records the --set value"
+else
+    fail "config.yaml records the --set value"
+fi
+
+# --- the default run directory ----------------------------------------------
+
+mkdir -p "$TMP/def"
+cd "$TMP/def" || exit 1
+run default "$BIN" "$CFG" --set training.epochs=1
+expect_rc default 0 "a run without --out exits 0"
+desc="the default run directory is runs/mlp-tiny under the cwd"
+if [ -f runs/mlp-tiny/metrics.csv ] &&
+   [ -f runs/mlp-tiny/model.safetensors ]; then
+    pass "$desc"
+else
+    fail "$desc" \
+         "found: $(find . -maxdepth 3 | tr '\n' ' ')"
+fi
+
+# A data directory typed on the command line is relative to the current
+# directory, like any other argument, not to the config's directory.
+cd "$DATA/.." || exit 1
+run setdir "$BIN" "$CFG" --set training.epochs=1 \
+    --set data.dir="$(basename "$DATA")" --out "$TMP/setdir"
+expect_rc setdir 0 "--set data.dir=DIR resolves DIR against the cwd"
+cd "$TMP/cwd" || exit 1
+
+# --- seeds ------------------------------------------------------------------
+
+run seed5a "$BIN" "$CFG" --set training.epochs=2 --seed 5 --out seed5a
+run seed5b "$BIN" "$CFG" --set training.epochs=2 --seed 5 --out seed5b
+run seed6 "$BIN" "$CFG" --set training.epochs=2 --seed 6 --out seed6
+if [ -f seed5a/metrics.csv ] && [ -f seed5b/metrics.csv ] &&
+   diff <(losses seed5a/metrics.csv) <(losses seed5b/metrics.csv) \
+       >/dev/null; then
+    pass "the same --seed gives the same metrics"
+else
+    fail "the same --seed gives the same metrics"
+fi
+if [ -f seed6/metrics.csv ] &&
+   ! diff <(column seed5a/metrics.csv train_loss) \
+          <(column seed6/metrics.csv train_loss) >/dev/null; then
+    pass "another --seed gives other train losses"
+else
+    fail "another --seed gives other train losses"
+fi
+if grep -q '^seed: 5$' seed5a/config.yaml 2>/dev/null; then
+    pass "config.yaml records --seed"
+else
+    fail "config.yaml records --seed"
+fi
+
+# --- refusing to overwrite --------------------------------------------------
+
+mkdir -p keep
+cp -p main/* keep/
+run again "$BIN" train "$CFG" --set training.epochs=1 --out main
+expect_rc again 2 "training into a finished run without --force exits 2"
+same=1
+for f in config.yaml metrics.csv train.log model.safetensors; do
+    cmp -s "keep/$f" "main/$f" || same=0
+done
+if [ $same -eq 1 ] && [ "$(ls main | wc -l)" -eq 4 ]; then
+    pass "the refused run leaves the old files byte-identical"
+else
+    fail "the refused run leaves the old files byte-identical" \
+         "main: $(ls main | tr '\n' ' ')"
+fi
+if grep -q -- "--force" "$TMP/again.err"; then
+    pass "the refusal hints at --force"
+else
+    fail "the refusal hints at --force" "stderr: $(cat "$TMP/again.err")"
+fi
+
+run force "$BIN" train "$CFG" --set training.epochs=1 --out main --force
+expect_rc force 0 "with --force the run replaces the old one"
+evals=$(column main/metrics.csv test_acc 2>/dev/null | grep -c .)
+if [ "$evals" = 1 ] && ! cmp -s keep/metrics.csv main/metrics.csv; then
+    pass "the forced run wrote its own metrics"
+else
+    fail "the forced run wrote its own metrics" "evaluation rows: $evals"
+fi
+
+# --- the safetensors file ---------------------------------------------------
+
+python3 - keep/model.safetensors >"$TMP/st.out" 2>&1 <<'EOF'
+import json, os, struct, sys
+
+path = sys.argv[1]
+with open(path, "rb") as f:
+    blob = f.read()
+(n,) = struct.unpack("<Q", blob[:8])
+assert 8 + n <= len(blob), "header length past the end of the file"
+header = json.loads(blob[8:8 + n].decode("utf-8"))
+meta = header.pop("__metadata__")
+assert "config" in meta, "no config in __metadata__"
+assert "mlp-tiny" in meta["config"], "the config is not the run's"
+assert all(isinstance(v, str) for v in meta.values()), "metadata not strings"
+want = {
+    "dense_1.weight": [128, 784],
+    "dense_1.bias": [128],
+    "dense_2.weight": [10, 128],
+    "dense_2.bias": [10],
+}
+assert set(header) == set(want), "tensors: %s" % sorted(header)
+spans = []
+for name, shape in want.items():
+    t = header[name]
+    assert t["dtype"] == "F32", "%s dtype %s" % (name, t["dtype"])
+    assert t["shape"] == shape, "%s shape %s" % (name, t["shape"])
+    begin, end = t["data_offsets"]
+    count = 1
+    for d in shape:
+        count *= d
+    assert end - begin == 4 * count, "%s: %d bytes" % (name, end - begin)
+    spans.append((begin, end))
+spans.sort()
+assert spans[0][0] == 0, "data does not start at 0"
+for (a, b), (c, d) in zip(spans, spans[1:]):
+    assert b == c, "gap or overlap at %d..%d" % (b, c)
+assert 8 + n + spans[-1][1] == os.path.getsize(path), "file size"
+values = struct.unpack("<%df" % (spans[-1][1] // 4), blob[8 + n:])
+assert all(v == v and abs(v) < 1e6 for v in values), "non-finite weights"
+print("tensors ok")
+EOF
+status=$?
+desc="model.safetensors: names, shapes, contiguous offsets, size, metadata"
+if [ $status -eq 0 ]; then
+    pass "$desc"
+else
+    fail "$desc" \
+         "$(tail -n 3 "$TMP/st.out")"
+fi
+
+# --- summary ----------------------------------------------------------------
+
+run summary "$BIN" summary "$CFG"
+expect_rc summary 0 "summary exits 0"
+if grep -q 'dense_1' "$TMP/summary.out" &&
+   grep -q 'total parameters: *101770' "$TMP/summary.out"; then
+    pass "summary prints the table with dense_1 and total parameters"
+else
+    fail "summary prints the table with dense_1 and total parameters" \
+         "stdout: $(head -c 600 "$TMP/summary.out")"
+fi
+run summary_set "$BIN" summary "$CFG" --set model.layers[1].dense.units=64
+if [ "$RC" -eq 0 ] &&
+   grep -q 'total parameters: *50890' "$TMP/summary_set.out"; then
+    pass "summary follows --set"
+else
+    fail "summary follows --set" \
+         "exit $RC: $(head -c 300 "$TMP/summary_set.err")"
+fi
+
+# --- bad inputs -------------------------------------------------------------
+
+mkdir -p "$TMP/bad" "$TMP/badrun"
+cd "$TMP/badrun" || exit 1
+gzip -dc "$TRAIN_IMAGES" | head -c 100000 >"$TMP/bad/truncated-idx3-ubyte"
+
+# good_config FILE [MODEL-INPUT-LINE] [LAST-UNITS]: a valid config
+# with absolute data paths, so each bad case changes one thing.
+good_config() {
+    cat >"$1" <<EOF
+name: bad
+data:
+  train: {images: $TRAIN_IMAGES, labels: $TRAIN_LABELS}
+  test: {images: $TEST_IMAGES, labels: $TEST_LABELS}
+model:
+${2:-}
+  layers:
+    - flatten
+    - dense: {units: ${3:-10}}
+training:
+  epochs: 1
+EOF
+}
+
+# expect_bad NAME WANT-IN-MESSAGE CMD...: exit 2, exactly one error
+# line, which holds WANT-IN-MESSAGE, and no run directory.
+expect_bad() {
+    local name=$1 want=$2 slug
+    slug=$(printf '%s' "$1" | tr -c 'A-Za-z0-9' '_')
+    shift 2
+    run "bad_$slug" "$@" --out "out_$slug"
+    local err=$TMP/bad_$slug.err
+    local lines
+    lines=$(grep -c 'error:' "$err")
+    if [ "$RC" -ne 2 ]; then
+        fail "$name: exits 2" "exit $RC" "stderr: $(head -c 600 "$err")"
+    elif [ "$lines" -ne 1 ]; then
+        fail "$name: one error message" "stderr: $(head -c 600 "$err")"
+    elif ! grep -qF -- "$want" "$err"; then
+        fail "$name: the message names $want" "stderr: $(head -c 600 "$err")"
+    elif [ -e "out_$slug" ] || [ -e runs ]; then
+        fail "$name: no run directory is created"
+    else
+        pass "$name: exit 2, one message naming $want, no run directory"
+    fi
+}
+
+B=$TMP/bad
+
+# bad NAME FILE WANT: trains FILE, expecting expect_bad's outcome.
+bad() {
+    expect_bad "$1" "$3" "$BIN" train "$2"
+}
+
+printf 'name: bad\ndata:\n  train: {images: a, labels: b\nmodel:\n' \
+    >"$B/malformed.yaml"
+printf '  layers: [relu]\n' >>"$B/malformed.yaml"
+bad "malformed YAML" "$B/malformed.yaml" \
+    "$B/malformed.yaml:4:6: error: invalid YAML"
+
+good_config "$B/unknown-key.yaml"
+sed -i 's/^training:/trainning:/' "$B/unknown-key.yaml"
+bad "unknown key" "$B/unknown-key.yaml" \
+    "$B/unknown-key.yaml:10:1: error: trainning: unknown key"
+if grep -q "hint: did you mean 'training'" "$TMP/bad_unknown_key.err"; then
+    pass "unknown key: the hint suggests 'training'"
+else
+    fail "unknown key: the hint suggests 'training'"
+fi
+
+good_config "$B/unknown-layer.yaml"
+sed -i 's/- flatten/- flaten/' "$B/unknown-layer.yaml"
+bad "unknown layer" "$B/unknown-layer.yaml" \
+    "$B/unknown-layer.yaml:8:7: error: model.layers[0]: unknown layer 'flaten'"
+
+good_config "$B/wrong-type.yaml"
+sed -i 's/epochs: 1/epochs: one/' "$B/wrong-type.yaml"
+bad "wrong value type" "$B/wrong-type.yaml" \
+    "$B/wrong-type.yaml:11:11: error: training.epochs: expected an integer"
+
+good_config "$B/huge.yaml" "  input: [1, 28, 28]"
+sed -i 's/- flatten/- conv2d: {filters: 1000000000000, size: 3}\n    &/' \
+    "$B/huge.yaml"
+bad "filters: 1000000000000" "$B/huge.yaml" \
+    "$B/huge.yaml:8:25: error: model.layers[0].conv2d.filters: must be between"
+
+good_config "$B/missing-data.yaml"
+sed -i "s|images: $TRAIN_IMAGES|images: $B/nowhere.gz|" "$B/missing-data.yaml"
+bad "missing data file" "$B/missing-data.yaml" \
+    "$B/nowhere.gz: error: cannot open"
+
+good_config "$B/truncated.yaml"
+sed -i "s|images: $TRAIN_IMAGES|images: $B/truncated-idx3-ubyte|" \
+    "$B/truncated.yaml"
+bad "truncated data file" "$B/truncated.yaml" \
+    "$B/truncated-idx3-ubyte: error: truncated"
+
+good_config "$B/mismatch.yaml"
+sed -i "s|labels: $TRAIN_LABELS|labels: $TEST_LABELS|" "$B/mismatch.yaml"
+bad "image/label count mismatch" "$B/mismatch.yaml" \
+    "$TEST_LABELS: error: 500 labels for 2000 images"
+
+good_config "$B/shape.yaml" "  input: [1, 32, 32]"
+bad "data shape not fitting model.input" "$B/shape.yaml" \
+    "$TRAIN_IMAGES: error: examples are 1x28x28 but model.input is [1, 32, 32]"
+
+good_config "$B/classes.yaml" "" 5
+bad "5 outputs for 10 classes" "$B/classes.yaml" \
+    "$TRAIN_LABELS: error: has labels up to 9"
+
+bad "missing config" "$B/none.yaml" "$B/none.yaml: error: cannot open"
+
+# A --set value is named by the option, not by a place in a file.
+expect_bad "--set with a bad value" \
+    "--set training.epochs=abc: error: training.epochs: expected an integer" \
+    "$BIN" train "$CFG" --set training.epochs=abc
+expect_bad "--set without =" "--set training.epochs: error: expected" \
+    "$BIN" train "$CFG" --set training.epochs
+expect_bad "--set of an unknown key" \
+    "--set training.epoch=3: error: training.epoch: unknown key" \
+    "$BIN" train "$CFG" --set training.epoch=3
+
+run summary_bad "$BIN" summary "$B/unknown-layer.yaml"
+expect_rc summary_bad 2 "summary of a bad config exits 2"
+
+echo "# $COUNT checks, $FAILED failed"
+[ "$FAILED" -eq 0 ]

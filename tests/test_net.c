@@ -1,0 +1,780 @@
+/*
+ * Net building tests: shape inference through conv/pool/flatten/dense
+ * chains, parameter counts and names, the located errors of the model
+ * section (unknown layers and arguments, the common indentation slip,
+ * shapes that do not chain, sizes too large to be meant), and seeded
+ * parameter initialization. Forward and backward numbers belong to
+ * test_layers.c; nothing here reads data.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "cnn/config.h"
+#include "cnn/net.h"
+#include "testutil.h"
+
+/* The layer list starts on line 5, each item's map at column 7. */
+#define PREFIX \
+    "data:\n  train: {images: a, labels: b}\n" \
+    "model:\n  layers:\n"
+
+/* Configs and nets a test holds, freed by teardown even when an assertion
+ * ends the test early. */
+static struct cnn_config cfgs[2];
+static struct cnn_net nets[2];
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(cfgs, 0, sizeof cfgs);
+    memset(nets, 0, sizeof nets);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        cnn_net_free(&nets[i]);
+        cnn_config_free(&cfgs[i]);
+    }
+    return 0;
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (!strstr(haystack, needle))
+        fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
+}
+
+static struct cnn_shape shape(int c, int h, int w)
+{
+    return (struct cnn_shape){c, h, w};
+}
+
+/* Loads PREFIX + layers into cfgs[slot] (which must resolve) and builds
+ * nets[slot] from it. The config stays alive: layers point into it. */
+static enum cnn_status build_in(int slot, const char *layers,
+                                struct cnn_shape in, int batch,
+                                struct cnn_error *err)
+{
+    size_t n = strlen(PREFIX) + strlen(layers) + 1;
+    char *text = malloc(n);
+    assert_non_null(text);
+    snprintf(text, n, "%s%s", PREFIX, layers);
+    memset(err, 0, sizeof *err);
+    enum cnn_status st = cnn_config_load_string(&cfgs[slot], text,
+                                                "test.yaml", "/base", err);
+    free(text);
+    if (st == CNN_OK)
+        st = cnn_config_resolve(&cfgs[slot], err);
+    if (st != CNN_OK)
+        fail_msg("config did not resolve: %s: %s", err->where, err->message);
+    return cnn_net_build(&nets[slot], cfgs[slot].model_layers, in, batch,
+                         err);
+}
+
+static enum cnn_status build(const char *layers, struct cnn_shape in,
+                             int batch, struct cnn_error *err)
+{
+    return build_in(0, layers, in, batch, err);
+}
+
+/* Expects building layers to fail with a config error at where, holding
+ * msg in the message and hint in the hint (NULL: no hint). */
+static void expect_build_error(const char *layers, struct cnn_shape in,
+                               int batch, const char *where, const char *msg,
+                               const char *hint)
+{
+    struct cnn_error err;
+    enum cnn_status st = build(layers, in, batch, &err);
+    if (st == CNN_OK)
+        fail_msg("expected \"%s\", but the net was built", msg);
+    assert_int_equal(st, CNN_ERR_CONFIG);
+    if (where)
+        assert_string_equal(err.where, where);
+    assert_contains(err.message, msg);
+    if (hint)
+        assert_contains(err.hint, hint);
+    else
+        assert_string_equal(err.hint, "");
+    /* A failed build leaves nothing to free. */
+    assert_null(nets[0].layers);
+    assert_int_equal(nets[0].n_layers, 0);
+    cnn_config_free(&cfgs[0]);
+}
+
+static size_t layer_params(const struct cnn_layer *l)
+{
+    size_t n = 0;
+    for (int i = 0; i < l->n_params; i++)
+        n += l->params[i].count;
+    return n;
+}
+
+static void assert_shape(struct cnn_shape s, int c, int h, int w)
+{
+    if (s.c != c || s.h != h || s.w != w)
+        fail_msg("shape %dx%dx%d, expected %dx%dx%d", s.c, s.h, s.w, c, h, w);
+}
+
+/* --- shapes and counts -------------------------------------------------- */
+
+static const char LENET[] =
+    "    - conv2d: {filters: 32, size: 5, pad: 2}\n"
+    "    - relu\n"
+    "    - maxpool: {size: 2}\n"
+    "    - conv2d: {filters: 64, size: 5, pad: 2}\n"
+    "    - relu\n"
+    "    - maxpool: {size: 2}\n"
+    "    - flatten\n"
+    "    - dense: {units: 128}\n"
+    "    - relu\n"
+    "    - dense: {units: 10}\n";
+
+static void test_lenet_shapes(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    assert_int_equal(build(LENET, shape(1, 28, 28), 16, &err), CNN_OK);
+    struct cnn_net *net = &nets[0];
+
+    static const struct {
+        const char *name, *kind;
+        int c, h, w;
+        size_t params;
+    } want[] = {
+        {"conv2d_1", "conv2d", 32, 28, 28, 832},
+        {"relu_1", "relu", 32, 28, 28, 0},
+        {"maxpool_1", "maxpool", 32, 14, 14, 0},
+        {"conv2d_2", "conv2d", 64, 14, 14, 51264},
+        {"relu_2", "relu", 64, 14, 14, 0},
+        {"maxpool_2", "maxpool", 64, 7, 7, 0},
+        {"flatten_1", "flatten", 3136, 1, 1, 0},
+        {"dense_1", "dense", 128, 1, 1, 401536},
+        {"relu_3", "relu", 128, 1, 1, 0},
+        {"dense_2", "dense", 10, 1, 1, 1290},
+    };
+    assert_int_equal(net->n_layers, 10);
+    struct cnn_shape in = shape(1, 28, 28);
+    size_t total = 0;
+    for (int i = 0; i < 10; i++) {
+        const struct cnn_layer *l = &net->layers[i];
+        assert_string_equal(l->name, want[i].name);
+        assert_string_equal(l->kind->name, want[i].kind);
+        assert_shape(l->in, in.c, in.h, in.w);
+        assert_shape(l->out, want[i].c, want[i].h, want[i].w);
+        assert_int_equal(layer_params(l), want[i].params);
+        assert_int_equal(l->batch, 16);
+        assert_string_equal(l->prev, i ? want[i - 1].name : "the input");
+        in = l->out;
+        total += want[i].params;
+    }
+    assert_shape(net->in, 1, 28, 28);
+    assert_shape(net->out, 10, 1, 1);
+    assert_int_equal(net->batch, 16);
+    assert_int_equal(net->n_params, total);
+    assert_int_equal(total, 454922);
+
+    /* Parameters lie in one block, in layer order, gradients likewise. */
+    size_t off = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct cnn_layer *l = &net->layers[i];
+        for (int j = 0; j < l->n_params; j++) {
+            assert_ptr_equal(l->params[j].data, net->params + off);
+            assert_ptr_equal(l->params[j].grad, net->grads + off);
+            off += l->params[j].count;
+        }
+    }
+    assert_int_equal(off, net->n_params);
+
+    /* Activation buffers: the batch times every output. */
+    size_t acts = 0;
+    for (int i = 0; i < 10; i++)
+        acts += (size_t)want[i].c * want[i].h * want[i].w;
+    assert_int_equal(cnn_net_activation_bytes(net), 16 * acts * sizeof(float));
+    assert_true(cnn_net_flops(net) > 0.0);
+}
+
+struct name_list {
+    char names[16][64];
+    int dims[16][4];
+    int ndim[16];
+    int n;
+};
+
+static void collect(void *ctx, const char *name, struct cnn_param *p)
+{
+    struct name_list *nl = ctx;
+    assert_true(nl->n < 16);
+    snprintf(nl->names[nl->n], sizeof nl->names[0], "%s", name);
+    nl->ndim[nl->n] = p->ndim;
+    for (int i = 0; i < p->ndim; i++)
+        nl->dims[nl->n][i] = p->dims[i];
+    nl->n++;
+}
+
+static void test_param_names(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    assert_int_equal(build(LENET, shape(1, 28, 28), 4, &err), CNN_OK);
+    struct name_list nl = {0};
+    cnn_net_each_param(&nets[0], collect, &nl);
+
+    static const char *const names[] = {
+        "conv2d_1.weight", "conv2d_1.bias", "conv2d_2.weight",
+        "conv2d_2.bias", "dense_1.weight", "dense_1.bias",
+        "dense_2.weight", "dense_2.bias",
+    };
+    assert_int_equal(nl.n, 8);
+    for (int i = 0; i < 8; i++)
+        assert_string_equal(nl.names[i], names[i]);
+    /* PyTorch layouts: conv [F, C, kh, kw], dense [out, in]. */
+    assert_int_equal(nl.ndim[0], 4);
+    assert_int_equal(nl.dims[0][0], 32);
+    assert_int_equal(nl.dims[0][1], 1);
+    assert_int_equal(nl.dims[0][2], 5);
+    assert_int_equal(nl.dims[0][3], 5);
+    assert_int_equal(nl.ndim[1], 1);
+    assert_int_equal(nl.dims[1][0], 32);
+    assert_int_equal(nl.dims[2][1], 32);
+    assert_int_equal(nl.ndim[4], 2);
+    assert_int_equal(nl.dims[4][0], 128);
+    assert_int_equal(nl.dims[4][1], 3136);
+    assert_int_equal(nl.dims[6][0], 10);
+    assert_int_equal(nl.dims[6][1], 128);
+}
+
+static void test_geometry(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    static const char layers[] =
+        "    - conv2d: {filters: 6, size: 3, stride: 2}\n"   /* 15x7 */
+        "    - conv2d: {filters: 5, size: 3, pad: same}\n"   /* 15x7 */
+        "    - avgpool: {size: 3, stride: 2, pad: 1}\n"      /* 8x4 */
+        "    - conv2d: {filters: 4, size: 1, bias: false}\n" /* 8x4 */
+        "    - maxpool: {size: 2}\n"                         /* 4x2 */
+        "    - leaky_relu: {slope: 0.1}\n"
+        "    - dropout: {rate: 0.25}\n"
+        "    - flatten\n"
+        "    - dense: {units: 3, bias: false}\n"
+        "    - sigmoid\n"
+        "    - tanh\n";
+    assert_int_equal(build(layers, shape(3, 32, 16), 2, &err), CNN_OK);
+    struct cnn_net *net = &nets[0];
+    assert_int_equal(net->n_layers, 11);
+    assert_shape(net->layers[0].out, 6, 15, 7);
+    assert_int_equal(layer_params(&net->layers[0]), 6 * 3 * 3 * 3 + 6);
+    assert_shape(net->layers[1].out, 5, 15, 7);
+    assert_int_equal(layer_params(&net->layers[1]), 5 * 6 * 3 * 3 + 5);
+    assert_shape(net->layers[2].out, 5, 8, 4);
+    assert_shape(net->layers[3].out, 4, 8, 4);
+    assert_int_equal(net->layers[3].n_params, 1);
+    assert_int_equal(layer_params(&net->layers[3]), 4 * 5);
+    assert_shape(net->layers[4].out, 4, 4, 2);
+    assert_shape(net->layers[5].out, 4, 4, 2);
+    assert_shape(net->layers[6].out, 4, 4, 2);
+    assert_shape(net->layers[7].out, 32, 1, 1);
+    assert_shape(net->layers[8].out, 3, 1, 1);
+    assert_int_equal(layer_params(&net->layers[8]), 3 * 32);
+    assert_shape(net->out, 3, 1, 1);
+    assert_string_equal(net->layers[5].name, "leaky_relu_1");
+    assert_string_equal(net->layers[6].name, "dropout_1");
+    assert_string_equal(net->layers[9].name, "sigmoid_1");
+    assert_string_equal(net->layers[10].name, "tanh_1");
+    assert_int_equal(net->n_params, 6 * 27 + 6 + 5 * 54 + 5 + 20 + 96);
+}
+
+static void test_flat_input(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    /* A flat input needs no flatten before dense. */
+    assert_int_equal(build("    - dense: {units: 5}\n    - relu\n",
+                           shape(784, 1, 1), 1, &err), CNN_OK);
+    assert_shape(nets[0].out, 5, 1, 1);
+    assert_int_equal(nets[0].n_params, 784 * 5 + 5);
+    assert_string_equal(nets[0].layers[0].prev, "the input");
+}
+
+/* --- names -------------------------------------------------------------- */
+
+static void test_custom_names(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    static const char layers[] =
+        "    - flatten\n"
+        "    - dense: {units: 8, name: hidden}\n"
+        "    - relu: {name: act-1}\n"
+        "    - dense: {units: 2}\n"
+        "    - dense: {units: 2, name: logits}\n";
+    assert_int_equal(build(layers, shape(1, 2, 2), 1, &err), CNN_OK);
+    struct cnn_net *net = &nets[0];
+    assert_string_equal(net->layers[0].name, "flatten_1");
+    assert_string_equal(net->layers[1].name, "hidden");
+    assert_string_equal(net->layers[2].name, "act-1");
+    /* Default numbering counts every layer of the kind, named or not. */
+    assert_string_equal(net->layers[3].name, "dense_2");
+    assert_string_equal(net->layers[3].prev, "act-1");
+    assert_string_equal(net->layers[4].name, "logits");
+
+    struct name_list nl = {0};
+    cnn_net_each_param(net, collect, &nl);
+    assert_int_equal(nl.n, 6);
+    assert_string_equal(nl.names[0], "hidden.weight");
+    assert_string_equal(nl.names[5], "logits.bias");
+}
+
+static void test_name_errors(void **state)
+{
+    (void)state;
+    expect_build_error("    - relu: {name: x}\n    - relu: {name: x}\n",
+                       shape(1, 1, 1), 1, "test.yaml:6:20",
+                       "model.layers[1].relu.name: 'x' is already the name "
+                       "of layer 1", NULL);
+    /* A name taking an earlier layer's default name. */
+    expect_build_error("    - relu\n    - relu: {name: relu_1}\n",
+                       shape(1, 1, 1), 1, "test.yaml:6:20",
+                       "'relu_1' is already the name of layer 1", NULL);
+    expect_build_error("    - relu: {name: a.b}\n", shape(1, 1, 1), 1,
+                       "test.yaml:5:20", "'a.b': use letters, digits, '_' "
+                       "and '-' only", NULL);
+    expect_build_error("    - relu: {name: ''}\n", shape(1, 1, 1), 1,
+                       "test.yaml:5:20", "model.layers[0].relu.name: "
+                       "expected a non-empty string", NULL);
+    expect_build_error("    - relu: {name: "
+                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                       "aaaaaaaaaaaaaaaaaaaa}\n", shape(1, 1, 1), 1,
+                       "test.yaml:5:20", "longer than 63 characters", NULL);
+}
+
+/* Every tensor name must be unique, or the safetensors file holds two
+ * tensors of one name. A default name may not take a name given to an
+ * earlier layer either. */
+static void test_default_name_after_custom(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    static const char layers[] =
+        "    - dense: {units: 4, name: dense_2}\n"
+        "    - dense: {units: 4}\n";
+    enum cnn_status st = build(layers, shape(4, 1, 1), 1, &err);
+    if (st == CNN_OK) {
+        struct cnn_net *net = &nets[0];
+        if (strcmp(net->layers[0].name, net->layers[1].name) == 0)
+            fail_msg("two layers named '%s': tensor names collide",
+                     net->layers[0].name);
+        return;
+    }
+    assert_int_equal(st, CNN_ERR_CONFIG);
+    assert_contains(err.message, "dense_2");
+}
+
+/* --- errors ------------------------------------------------------------- */
+
+static void test_unknown_layer(void **state)
+{
+    (void)state;
+    expect_build_error("    - conv2: {filters: 3, size: 3}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:7",
+                       "model.layers[0]: unknown layer 'conv2' (known: "
+                       "dense, conv2d, maxpool, avgpool, flatten, relu, "
+                       "leaky_relu, sigmoid, tanh, dropout)",
+                       "did you mean 'conv2d'?");
+    expect_build_error("    - flatten\n    - rellu\n", shape(1, 8, 8), 1,
+                       "test.yaml:6:7", "model.layers[1]: unknown layer "
+                       "'rellu'", "did you mean 'relu'?");
+    expect_build_error("    - batchnorm\n", shape(1, 8, 8), 1,
+                       "test.yaml:5:7", "unknown layer 'batchnorm'", NULL);
+    expect_build_error("    - Dense: {units: 3}\n", shape(3, 1, 1), 1,
+                       "test.yaml:5:7", "unknown layer 'Dense'", "'dense'");
+}
+
+static void test_layer_item_shapes(void **state)
+{
+    (void)state;
+    expect_build_error("    - {}\n", shape(1, 1, 1), 1, "test.yaml:5:7",
+                       "model.layers[0]: a layer is a name ('- relu') or one "
+                       "key", NULL);
+    expect_build_error("    - [relu]\n", shape(1, 1, 1), 1, "test.yaml:5:7",
+                       "a layer is a name", NULL);
+    expect_build_error("    - ~\n", shape(1, 1, 1), 1, "test.yaml:5:7",
+                       "a layer is a name", NULL);
+    expect_build_error("    - dense: 5\n", shape(3, 1, 1), 1,
+                       "test.yaml:5:14", "model.layers[0].dense: the "
+                       "arguments of 'dense' must be a mapping", NULL);
+    expect_build_error("    - dense:\n", shape(3, 1, 1), 1, "test.yaml:5:7",
+                       "dense needs 'units'", NULL);
+    expect_build_error("    - conv2d: {filters: 3}\n", shape(1, 8, 8), 1,
+                       "test.yaml:5:7", "conv2d needs 'size'", NULL);
+}
+
+static void test_two_keys_indentation_slip(void **state)
+{
+    (void)state;
+    /* The arguments meant for conv2d sit at its own level. */
+    static const char layers[] =
+        "    - conv2d:\n"
+        "      filters: 32\n"
+        "      size: 3\n";
+    expect_build_error(layers, shape(1, 8, 8), 1, "test.yaml:6:16",
+                       "model.layers[0].filters: a layer is one key naming "
+                       "its kind, but this one also has 'filters'",
+                       "indent the arguments under 'conv2d:'");
+
+    expect_build_error("    - dense: {units: 3}\n      relu:\n",
+                       shape(3, 1, 1), 1, NULL, "also has 'relu'", "indent");
+}
+
+static void test_dense_needs_flat(void **state)
+{
+    (void)state;
+    expect_build_error("    - conv2d: {filters: 4, size: 3}\n"
+                       "    - dense: {units: 10}\n",
+                       shape(1, 8, 8), 1, "test.yaml:6:7",
+                       "model.layers[1]: dense_1 (dense) needs a flat input, "
+                       "but conv2d_1 outputs 4x6x6",
+                       "put '- flatten' before it");
+    expect_build_error("    - maxpool: {size: 2}\n"
+                       "    - dense: {units: 10, name: head}\n",
+                       shape(1, 8, 8), 1, "test.yaml:6:7",
+                       "head (dense) needs a flat input, but maxpool_1 "
+                       "outputs 1x4x4", "flatten");
+    expect_build_error("    - dense: {units: 10}\n", shape(1, 28, 28), 1,
+                       "test.yaml:5:7", "dense_1 (dense) needs a flat input, "
+                       "but the input outputs 1x28x28", "flatten");
+}
+
+static void test_window_too_large(void **state)
+{
+    (void)state;
+    expect_build_error("    - conv2d: {filters: 2, size: 5}\n",
+                       shape(1, 4, 4), 1, "test.yaml:5:7",
+                       "model.layers[0]: a 5x5 window with pad 0 does not "
+                       "fit the 4x4 output of the input", NULL);
+    expect_build_error("    - maxpool: {size: 2}\n"
+                       "    - conv2d: {filters: 2, size: 5}\n",
+                       shape(1, 8, 8), 1, "test.yaml:6:7",
+                       "model.layers[1]: a 5x5 window with pad 0 does not "
+                       "fit the 4x4 output of maxpool_1", NULL);
+    expect_build_error("    - conv2d: {filters: 2, size: 3}\n"
+                       "    - avgpool: {size: 7}\n",
+                       shape(1, 8, 8), 1, "test.yaml:6:7",
+                       "a 7x7 window does not fit the 6x6 output of "
+                       "conv2d_1", NULL);
+    /* Enough padding makes it fit. */
+    struct cnn_error err;
+    assert_int_equal(build("    - conv2d: {filters: 2, size: 5, pad: 1}\n",
+                           shape(1, 3, 3), 1, &err), CNN_OK);
+    assert_shape(nets[0].out, 2, 1, 1);
+}
+
+static void test_unknown_argument(void **state)
+{
+    (void)state;
+    expect_build_error("    - conv2d: {filters: 8, size: 3, strid: 2}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:37",
+                       "model.layers[0].conv2d.strid: unknown key 'strid'",
+                       "did you mean 'stride'?");
+    expect_build_error("    - flatten\n    - dense: {units: 10, bais: no}\n",
+                       shape(1, 2, 2), 1, "test.yaml:6:26",
+                       "model.layers[1].dense.bais: unknown key", "'bias'");
+    expect_build_error("    - relu: {slope: 0.1}\n", shape(1, 2, 2), 1,
+                       "test.yaml:5:14", "model.layers[0].relu.slope: "
+                       "unknown key 'slope'", "known keys here: name");
+    expect_build_error("    - dropout: {rate: 1.5}\n", shape(1, 2, 2), 1,
+                       "test.yaml:5:23", "model.layers[0].dropout.rate: "
+                       "must be between", NULL);
+    expect_build_error("    - conv2d: {filters: 8, size: 4, pad: same}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:42",
+                       "'same' padding needs an odd size, got 4", NULL);
+    expect_build_error("    - conv2d: {filters: 8, size: 3, init: he}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:43",
+                       "model.layers[0].conv2d.init: unknown value 'he'",
+                       NULL);
+}
+
+/* A misspelled required argument is answered with the spelling it
+ * missed, not only with the list of what is required. */
+static void test_misspelled_required_argument(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    assert_int_equal(build("    - conv2d: {filter: 32, size: 5}\n",
+                           shape(1, 28, 28), 1, &err), CNN_ERR_CONFIG);
+    assert_contains(err.hint, "filters");
+    cnn_config_free(&cfgs[0]);
+
+    assert_int_equal(build("    - flatten\n    - dense: {unit: 10}\n",
+                           shape(1, 28, 28), 1, &err), CNN_ERR_CONFIG);
+    assert_contains(err.hint, "units");
+}
+
+/* A missing required argument next to valid optional ones is reported
+ * as missing: the optional ones are not unknown keys. */
+static void test_missing_required_beside_optional(void **state)
+{
+    (void)state;
+    expect_build_error("    - conv2d: {stride: 2, size: 3}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:7",
+                       "model.layers[0]: conv2d needs 'filters'", NULL);
+    expect_build_error("    - conv2d: {filters: 4, pad: 1, bias: false}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:7",
+                       "conv2d needs 'size'", NULL);
+    expect_build_error("    - flatten\n"
+                       "    - dense: {bias: false, init: zeros}\n",
+                       shape(1, 2, 2), 1, "test.yaml:6:7",
+                       "model.layers[1]: dense needs 'units'", NULL);
+}
+
+static void test_argument_range(void **state)
+{
+    (void)state;
+    expect_build_error("    - conv2d: {filters: 1000000000000, size: 3}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:25",
+                       "model.layers[0].conv2d.filters: must be between 1 "
+                       "and 65536, got 1000000000000", NULL);
+    expect_build_error("    - conv2d: {filters: 0, size: 3}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:25",
+                       "conv2d.filters: must be between 1", NULL);
+    expect_build_error("    - conv2d: {filters: 2, size: 3, stride: 0}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:45",
+                       "conv2d.stride: must be between 1", NULL);
+    expect_build_error("    - flatten\n    - dense: {units: -3}\n",
+                       shape(1, 8, 8), 1, "test.yaml:6:22",
+                       "model.layers[1].dense.units: must be between 1",
+                       NULL);
+    expect_build_error("    - maxpool: {size: 4, pad: 3}\n",
+                       shape(1, 8, 8), 1, "test.yaml:5:31",
+                       "maxpool.pad: must be between 0 and 2", NULL);
+}
+
+/* --- sizes too large to be meant ---------------------------------------- */
+
+static void test_too_many_parameters(void **state)
+{
+    (void)state;
+    /* Each value passes its own range; the product does not. */
+    expect_build_error("    - flatten\n    - dense: {units: 16777216}\n",
+                       shape(1, 4096, 4096), 1, "test.yaml:6:7",
+                       "parameters at dense_1: too large", NULL);
+}
+
+static void test_too_many_activations(void **state)
+{
+    (void)state;
+    expect_build_error("    - relu\n", shape(64, 1024, 1024), 256,
+                       "test.yaml:5:7", "GiB at relu_1 for batch 256: too "
+                       "large", NULL);
+}
+
+/* The net's size limits must hold before any layer allocates its own
+ * batch-sized state: a 1 TiB im2col buffer is a config error, not an
+ * allocation attempt. */
+static void test_conv_workspace_too_large(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    /* 64x64x64 windows over 1985x1985 outputs: an im2col buffer of
+     * 262144 x 3.9M floats (4 TiB); parameters and outputs are small. */
+    enum cnn_status st = build("    - conv2d: {filters: 1, size: 64}\n",
+                               shape(64, 2048, 2048), 1, &err);
+    if (st != CNN_ERR_CONFIG)
+        fail_msg("expected a config error, got %s: %s",
+                 cnn_status_name(st), err.message);
+}
+
+static void test_pool_state_too_large(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    /* A maxpool over 2^32 values per example at batch 64: 1 TiB of
+     * argmax indices, refused as activations before any allocation. */
+    enum cnn_status st = build("    - maxpool: {size: 1}\n",
+                               shape(1, 65536, 65536), 64, &err);
+    if (st != CNN_ERR_CONFIG)
+        fail_msg("expected a config error, got %s: %s",
+                 cnn_status_name(st), err.message);
+}
+
+static void test_input_too_large(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    /* The input buffer itself, 2^48 floats per example, counts too. */
+    enum cnn_status st = build("    - avgpool: {size: 4096}\n",
+                               shape(65536, 65536, 65536), 1, &err);
+    if (st != CNN_ERR_CONFIG)
+        fail_msg("expected a config error, got %s: %s",
+                 cnn_status_name(st), err.message);
+}
+
+static void test_flatten_too_large(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    /* 2^32 features do not fit the int that holds a width. */
+    assert_int_equal(build("    - flatten\n    - dense: {units: 2}\n",
+                           shape(1, 65536, 65536), 1, &err), CNN_ERR_CONFIG);
+    if (strstr(err.message, "empty"))
+        fail_msg("flatten of 1x65536x65536 reported as: %s", err.message);
+}
+
+/* --- layers from --set -------------------------------------------------- */
+
+static void test_layers_from_set(void **state)
+{
+    (void)state;
+    struct cnn_error err = {0};
+    static const char text[] = PREFIX
+        "    - flatten\n"
+        "    - dense: {units: 16}\n"
+        "    - relu\n"
+        "    - dense: {units: 10}\n";
+    struct cnn_config *cfg = &cfgs[0];
+    assert_int_equal(cnn_config_load_string(cfg, text, "test.yaml", "/base",
+                                            &err), CNN_OK);
+    assert_int_equal(cnn_config_set(cfg, "model.layers[2]=tanh", &err),
+                     CNN_OK);
+    assert_int_equal(cnn_config_set(cfg, "model.layers[1].dense.units=7",
+                                    &err), CNN_OK);
+    assert_int_equal(cnn_config_resolve(cfg, &err), CNN_OK);
+    assert_int_equal(cnn_net_build(&nets[0], cfg->model_layers,
+                                   shape(1, 4, 4), 2, &err), CNN_OK);
+    assert_string_equal(nets[0].layers[2].name, "tanh_1");
+    assert_shape(nets[0].layers[1].out, 7, 1, 1);
+    assert_int_equal(nets[0].n_params, 16 * 7 + 7 + 7 * 10 + 10);
+}
+
+static void test_no_layers(void **state)
+{
+    (void)state;
+    struct cnn_error err = {0};
+    assert_int_equal(cnn_net_build(&nets[0], NULL, shape(1, 1, 1), 1, &err),
+                     CNN_ERR_CONFIG);
+    assert_contains(err.message, "no layers");
+}
+
+/* --- initialization ----------------------------------------------------- */
+
+static void test_init_deterministic(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    assert_int_equal(build_in(0, LENET, shape(1, 28, 28), 2, &err), CNN_OK);
+    assert_int_equal(build_in(1, LENET, shape(1, 28, 28), 2, &err), CNN_OK);
+    struct cnn_net *a = &nets[0], *b = &nets[1];
+    size_t bytes = a->n_params * sizeof(float);
+    assert_int_equal(a->n_params, b->n_params);
+
+    cnn_net_init_params(a, 7);
+    cnn_net_init_params(b, 7);
+    assert_memory_equal(a->params, b->params, bytes);
+    assert_memory_equal(&a->dropout_rng, &b->dropout_rng,
+                        sizeof a->dropout_rng);
+
+    cnn_net_init_params(b, 8);
+    assert_memory_not_equal(a->params, b->params, bytes);
+    /* Each layer's weights differ, not only the first ones drawn. */
+    for (int i = 0; i < a->n_layers; i++)
+        if (a->layers[i].n_params > 0)
+            assert_memory_not_equal(a->layers[i].params[0].data,
+                                    b->layers[i].params[0].data,
+                                    a->layers[i].params[0].count *
+                                    sizeof(float));
+
+    /* Again with 7: back to the first draw. */
+    cnn_net_init_params(b, 7);
+    assert_memory_equal(a->params, b->params, bytes);
+}
+
+static void test_init_distributions(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    static const char layers[] =
+        "    - flatten\n"
+        "    - dense: {units: 256}\n"                       /* he_normal */
+        "    - dense: {units: 128, init: glorot_uniform}\n"
+        "    - dense: {units: 10, init: zeros}\n";
+    assert_int_equal(build(layers, shape(1, 28, 28), 1, &err), CNN_OK);
+    struct cnn_net *net = &nets[0];
+    for (size_t i = 0; i < net->n_params; i++)
+        net->params[i] = NAN;
+    cnn_net_init_params(net, 1);
+
+    /* he_normal over fan_in 784: std sqrt(2/784). */
+    struct cnn_param *w = &net->layers[1].params[0];
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < w->count; i++) {
+        sum += w->data[i];
+        sq += (double)w->data[i] * w->data[i];
+    }
+    double mean = sum / w->count;
+    double std = sqrt(sq / w->count - mean * mean);
+    assert_true(fabs(mean) < 0.002);
+    assert_true(fabs(std / sqrt(2.0 / 784) - 1.0) < 0.02);
+
+    /* Biases start at zero. */
+    struct cnn_param *b = &net->layers[1].params[1];
+    for (size_t i = 0; i < b->count; i++)
+        assert_true(b->data[i] == 0.0f);
+
+    /* glorot_uniform: within sqrt(3 / fan_avg), fan_avg (256+128)/2. */
+    w = &net->layers[2].params[0];
+    double bound = sqrt(3.0 / 192.0);
+    float lo = 1, hi = -1;
+    for (size_t i = 0; i < w->count; i++) {
+        lo = w->data[i] < lo ? w->data[i] : lo;
+        hi = w->data[i] > hi ? w->data[i] : hi;
+    }
+    assert_true(lo >= -bound && hi <= bound);
+    assert_true(lo < -0.9 * bound && hi > 0.9 * bound);
+
+    w = &net->layers[3].params[0];
+    for (size_t i = 0; i < w->count; i++)
+        assert_true(w->data[i] == 0.0f);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_lenet_shapes),
+        T(test_param_names),
+        T(test_geometry),
+        T(test_flat_input),
+        T(test_custom_names),
+        T(test_name_errors),
+        T(test_default_name_after_custom),
+        T(test_unknown_layer),
+        T(test_layer_item_shapes),
+        T(test_two_keys_indentation_slip),
+        T(test_dense_needs_flat),
+        T(test_window_too_large),
+        T(test_unknown_argument),
+        T(test_misspelled_required_argument),
+        T(test_missing_required_beside_optional),
+        T(test_argument_range),
+        T(test_too_many_parameters),
+        T(test_too_many_activations),
+        T(test_conv_workspace_too_large),
+        T(test_pool_state_too_large),
+        T(test_input_too_large),
+        T(test_flatten_too_large),
+        T(test_layers_from_set),
+        T(test_no_layers),
+        T(test_init_deterministic),
+        T(test_init_distributions),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
