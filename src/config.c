@@ -660,19 +660,33 @@ static enum cnn_status resolve_optimizer(struct cnn_config *cfg,
     struct cnn_node *n = cnn_node_get(cfg->root, "optimizer");
     if (n && cnn_node_expect_map(n, err) != CNN_OK)
         return CNN_ERR_CONFIG;
-    o->node = n;
-    /* The name is checked against the optimizer registry by optim. */
-    if (cnn_read_string(n, "name", "sgd", &o->name, err) ||
-        cnn_read_float(n, "lr", 0.01, 0.0, 1e6, &o->lr, err) ||
-        cnn_read_float(n, "momentum", 0.0, 0.0, 1.0, &o->momentum, err) ||
-        cnn_read_float(n, "dampening", 0.0, 0.0, 1.0, &o->dampening, err) ||
-        cnn_read_float(n, "weight_decay", 0.0, 0.0, 1e3, &o->weight_decay, err) ||
-        cnn_read_bool(n, "nesterov", false, &o->nesterov, err))
+    o->node = cnn_node_is_null(n) ? NULL : n;
+    /* The rest of the section, unknown keys included, is the optimizer
+     * registry's to check (cnn_optim_create). */
+    if (cnn_read_string(o->node, "name", "sgd", &o->name, err) ||
+        cnn_read_float(o->node, "lr", 0.01, 0.0, 1e6, &o->lr, err))
         return CNN_ERR_CONFIG;
-    if (o->nesterov && (o->momentum <= 0.0 || o->dampening != 0.0))
-        return cnn_node_error(err, cnn_node_get(n, "nesterov"),
-                              "nesterov needs momentum > 0 and dampening 0");
-    return cnn_node_check_unused(n, err);
+    return CNN_OK;
+}
+
+static enum cnn_status read_milestones(struct cnn_node *map,
+                                       struct cnn_schedule_config *s,
+                                       struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(map, "milestones");
+    if (!n)
+        return CNN_OK;
+    if (n->kind != CNN_NODE_SEQ || n->n_items > CNN_MAX_MILESTONES)
+        return cnn_node_error(err, n, "expected a list of up to %d epoch "
+                              "numbers, e.g. [30, 60]", CNN_MAX_MILESTONES);
+    for (int i = 0; i < n->n_items; i++) {
+        long long prev = i ? s->milestones[i - 1] : 0;
+        if (cnn_node_int(n->items[i], prev + 1, 1000000, &s->milestones[i],
+                         err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+    }
+    s->n_milestones = n->n_items;
+    return CNN_OK;
 }
 
 static enum cnn_status resolve_schedule(struct cnn_config *cfg,
@@ -683,13 +697,26 @@ static enum cnn_status resolve_schedule(struct cnn_config *cfg,
     if (n && cnn_node_expect_map(n, err) != CNN_OK)
         return CNN_ERR_CONFIG;
 
-    static const char *const names[] = {"constant", "step", "cosine", NULL};
+    static const char *const names[] = {"constant", "step", "exponential",
+                                        "cosine", "onecycle", "plateau",
+                                        NULL};
     int which;
     if (cnn_read_choice(n, "name", names, 0, &which, err) ||
-        cnn_read_int(n, "warmup_steps", 0, 0, 1LL << 40, &s->warmup_steps, err) ||
-        cnn_read_float(n, "gamma", 0.1, 0.0, 1.0, &s->gamma, err) ||
-        cnn_read_int(n, "step_epochs", 1, 1, 1LL << 30, &s->step_epochs, err) ||
-        cnn_read_float(n, "min_lr", 0.0, 0.0, 1e6, &s->min_lr, err))
+        cnn_read_int(n, "warmup_steps", 0, 0, 1LL << 40, &s->warmup_steps,
+                     err) ||
+        cnn_read_float(n, "gamma", 0.1, 1e-9, 1.0, &s->gamma, err) ||
+        cnn_read_int(n, "step_epochs", 1, 1, 1LL << 30, &s->step_epochs,
+                     err) ||
+        read_milestones(n, s, err) ||
+        cnn_read_float(n, "min_lr", 0.0, 0.0, 1e6, &s->min_lr, err) ||
+        cnn_read_float(n, "pct_start", 0.3, 0.0, 1.0, &s->pct_start, err) ||
+        cnn_read_float(n, "div_factor", 25.0, 1.0, 1e9, &s->div_factor,
+                       err) ||
+        cnn_read_float(n, "final_div_factor", 1e4, 1.0, 1e12,
+                       &s->final_div_factor, err) ||
+        cnn_read_float(n, "factor", 0.1, 1e-9, 0.999999, &s->factor, err) ||
+        cnn_read_int(n, "patience", 10, 0, 1LL << 30, &s->patience, err) ||
+        cnn_read_float(n, "threshold", 1e-4, 0.0, 1.0, &s->threshold, err))
         return CNN_ERR_CONFIG;
     s->name = names[which];
     return cnn_node_check_unused(n, err);
@@ -710,6 +737,7 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
         cnn_read_int(n, "max_steps", 0, 0, 1LL << 40, &t->max_steps, err) ||
         cnn_read_int(n, "log_every", 50, 1, 1LL << 30, &t->log_every, err) ||
         cnn_read_int(n, "threads", 0, 0, 1024, &t->threads, err) ||
+        cnn_read_int(n, "accumulate", 1, 1, 1 << 20, &t->accumulate, err) ||
         cnn_read_choice(n, "loss", losses, 0, &loss, err))
         return CNN_ERR_CONFIG;
     t->loss = (enum cnn_loss_kind)loss;

@@ -140,7 +140,13 @@ static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
         snprintf(l->prev, sizeof l->prev, "%s", p->name);
     }
 
+    double lr_mult = 1.0;
     enum cnn_status st = layer_name(net, l, args, kind_ordinal(net, kind), err);
+    if (st == CNN_OK)
+        st = cnn_read_float(args, "lr_mult", 1.0, 0.0, 1e6, &lr_mult, err);
+    if (st == CNN_OK)
+        st = cnn_read_bool(args, "trainable", true, &l->trainable, err);
+    l->lr_mult = (float)lr_mult;
     net->n_layers++;   /* from here on, cnn_net_free destroys it */
     if (st == CNN_OK)
         st = kind->create(l, args, err);
@@ -153,6 +159,29 @@ static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
         return cnn_node_error(err, item, "%s produces an empty output",
                               l->name);
     return CNN_OK;
+}
+
+/* He init before ReLU-like activations, Glorot before sigmoid and tanh
+ * and for the output layer: the first activation after a layer (skipping
+ * pools, flatten, dropout) decides for its "init: auto" tensors. */
+static void choose_init(struct cnn_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        enum cnn_init pick = CNN_INIT_GLOROT_UNIFORM;
+        for (int j = i + 1; j < net->n_layers; j++) {
+            const struct cnn_layer_kind *k = net->layers[j].kind;
+            if (k == &cnn_layer_relu || k == &cnn_layer_leaky_relu) {
+                pick = CNN_INIT_HE_NORMAL;
+                break;
+            }
+            if (k == &cnn_layer_sigmoid || k == &cnn_layer_tanh ||
+                net->layers[j].n_params > 0)
+                break;
+        }
+        for (int p = 0; p < net->layers[i].n_params; p++)
+            if (net->layers[i].params[p].init == CNN_INIT_AUTO)
+                net->layers[i].params[p].init = pick;
+    }
 }
 
 static enum cnn_status allocate(struct cnn_net *net, struct cnn_error *err)
@@ -240,6 +269,7 @@ enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
     }
     if (st == CNN_OK) {
         net->out = shape;
+        choose_init(net);
         st = allocate(net, err);
     }
     if (st != CNN_OK)
@@ -316,6 +346,31 @@ void cnn_net_each_param(struct cnn_net *net,
             fn(ctx, name, &l->params[j]);
         }
     }
+}
+
+struct cnn_param_group *cnn_net_param_groups(const struct cnn_net *net,
+                                             int *n)
+{
+    int count = 0;
+    for (int i = 0; i < net->n_layers; i++)
+        count += net->layers[i].n_params;
+    struct cnn_param_group *g = calloc(count ? (size_t)count : 1, sizeof *g);
+    if (!g)
+        return NULL;
+
+    int k = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct cnn_layer *l = &net->layers[i];
+        for (int j = 0; j < l->n_params; j++, k++) {
+            g[k].offset = (size_t)(l->params[j].data - net->params);
+            g[k].count = l->params[j].count;
+            g[k].kind = l->params[j].kind;
+            g[k].lr_scale = l->lr_mult;
+            g[k].frozen = !l->trainable;
+        }
+    }
+    *n = count;
+    return g;
 }
 
 void cnn_net_free(struct cnn_net *net)

@@ -86,7 +86,7 @@ enum cnn_status cnn_write_atomic(const char *path, const void *data,
 
 /* --- writing -------------------------------------------------------------- */
 
-static void json_string(FILE *f, const char *s)
+void cnn_json_string(FILE *f, const char *s)
 {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -113,7 +113,7 @@ static void header_entry(void *ctx, const char *name, struct cnn_param *p)
 {
     struct header_ctx *h = ctx;
     fputc(',', h->f);
-    json_string(h->f, name);
+    cnn_json_string(h->f, name);
     fputs(":{\"dtype\":\"F32\",\"shape\":[", h->f);
     for (int i = 0; i < p->ndim; i++)
         fprintf(h->f, "%s%d", i ? "," : "", p->dims[i]);
@@ -139,9 +139,9 @@ enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
     for (int i = 0; i < n_meta; i++) {
         if (i)
             fputc(',', f);
-        json_string(f, meta[i].key);
+        cnn_json_string(f, meta[i].key);
         fputc(':', f);
-        json_string(f, meta[i].value);
+        cnn_json_string(f, meta[i].value);
     }
     fputc('}', f);
     struct header_ctx h = {.f = f};

@@ -118,7 +118,13 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
         st = check_fit(s, err);
     if (st == CNN_OK) {
         cnn_net_init_params(&s->net, cfg->seed);
-        st = cnn_optim_create(&s->optim, &cfg->optim, s->net.n_params, err);
+        int n_groups;
+        struct cnn_param_group *groups = cnn_net_param_groups(&s->net,
+                                                              &n_groups);
+        st = groups ? cnn_optim_create(&s->optim, cfg->optim.node, groups,
+                                       n_groups, s->net.n_params, err)
+                    : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        free(groups);
     }
     if (st != CNN_OK)
         cnn_session_close(s);
@@ -237,30 +243,37 @@ struct loop {
     struct cnn_log *log;
     FILE *metrics;
     struct cnn_loader loader;
+    struct cnn_schedule schedule;
     int *labels;
-    long long step, total_steps, batches;
+    long long step, total_steps, steps_per_epoch;
+    long long examples;             /* seen in training, for images/s */
     double t0;
+    double last_lr;
     /* since the last metrics row */
-    double sum_loss;
+    double sum_loss, sum_norm;
     long long sum_correct, sum_examples, interval_steps;
     double interval_t0;
 };
 
-static void log_interval(struct loop *L, long long epoch, double lr)
+static void log_interval(struct loop *L, long long epoch,
+                         struct cnn_train_result *res)
 {
     double now = cnn_now();
     struct cnn_metrics_row r = cnn_metrics_row_empty(epoch + 1, L->step);
-    r.lr = lr;
-    r.train_loss = L->sum_loss / (double)L->interval_steps;
+    r.lr = L->last_lr;
+    r.train_loss = L->sum_loss / (double)L->sum_examples;
     r.train_acc = (double)L->sum_correct / (double)L->sum_examples;
     r.images_per_s = (double)L->sum_examples / (now - L->interval_t0);
     r.elapsed_s = now - L->t0;
+    r.grad_norm = L->sum_norm / (double)L->interval_steps;
     cnn_metrics_write(L->metrics, &r);
+    res->final_train_loss = r.train_loss;
 
     cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
-                 "images_per_s=%.0f elapsed_s=%.1f", epoch + 1, L->step,
-                 r.train_loss, r.train_acc, lr, r.images_per_s, r.elapsed_s);
-    L->sum_loss = 0;
+                 "grad_norm=%.4g images_per_s=%.0f elapsed_s=%.1f",
+                 epoch + 1, L->step, r.train_loss, r.train_acc, r.lr,
+                 r.grad_norm, r.images_per_s, r.elapsed_s);
+    L->sum_loss = L->sum_norm = 0;
     L->sum_correct = L->sum_examples = L->interval_steps = 0;
     L->interval_t0 = now;
 }
@@ -270,7 +283,7 @@ static void show_progress(struct loop *L, long long epoch, double loss)
     double elapsed = cnn_now() - L->t0;
     double eta = L->step > 0 ? elapsed / L->step * (L->total_steps - L->step)
                              : 0.0;
-    double rate = L->step * (double)L->s->net.batch / elapsed;
+    double rate = (double)L->examples / elapsed;
     cnn_log_progress(L->log, false, "epoch %lld/%lld  step %lld/%lld  "
                      "loss %.4f  %.0f img/s  ETA %02d:%02d",
                      epoch + 1, L->s->cfg->training.epochs, L->step,
@@ -278,41 +291,73 @@ static void show_progress(struct loop *L, long long epoch, double loss)
                      (int)eta % 60);
 }
 
-/* One optimizer step on the next batch; returns its size (0: epoch over). */
-static enum cnn_status train_step(struct loop *L, long long epoch, int *n_out,
-                                  struct cnn_error *err)
+/* Forward and backward of one micro-batch of n examples; adds n times
+ * its mean-loss gradient to the net's gradients, so that accumulated
+ * micro-batches sum to the gradient of their total. */
+static enum cnn_status micro_batch(struct loop *L, int n, long long epoch,
+                                   double *loss_sum, long long *correct,
+                                   struct cnn_error *err)
 {
     struct cnn_session *s = L->s;
     struct cnn_config *cfg = s->cfg;
-    int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels);
-    *n_out = n;
-    if (n == 0)
-        return CNN_OK;
-
-    double lr = cnn_schedule_lr(&cfg->schedule, cfg->optim.lr, L->step,
-                                L->total_steps, epoch);
     float *dout = s->net.dacts[s->net.n_layers];
-    long long correct = 0;
+    bool accumulating = cfg->training.accumulate > 1;
 
-    cnn_net_zero_grad(&s->net);
     const float *out = cnn_net_forward(&s->net, n, true);
     double loss = cnn_loss(cfg->training.loss, out, L->labels, n,
-                           s->n_classes, dout, &correct);
+                           s->n_classes, dout, correct);
     if (!isfinite(loss))
         return cnn_error_set(err, CNN_ERR_RUNTIME, "the training loss became "
                              "%g at step %lld (epoch %lld); stopping",
                              loss, L->step + 1, epoch + 1);
+    if (accumulating)
+        for (size_t i = 0, N = (size_t)n * s->n_classes; i < N; i++)
+            dout[i] *= (float)n;
     cnn_net_backward(&s->net, dout, n);
-    cnn_optim_step(&s->optim, s->net.params, s->net.grads, (float)lr);
-    L->step++;
+    *loss_sum += loss * n;
+    return CNN_OK;
+}
 
-    L->sum_loss += loss;
+/* One optimizer step over training.accumulate micro-batches (fewer at
+ * the end of the epoch); *n_out is the examples used, 0 at epoch end. */
+static enum cnn_status train_step(struct loop *L, long long epoch,
+                                  long long *n_out, struct cnn_error *err)
+{
+    struct cnn_session *s = L->s;
+    struct cnn_config *cfg = s->cfg;
+    double loss_sum = 0.0;
+    long long correct = 0, total = 0;
+
+    cnn_net_zero_grad(&s->net);
+    for (long long a = 0; a < cfg->training.accumulate; a++) {
+        int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels);
+        if (n == 0)
+            break;
+        enum cnn_status st = micro_batch(L, n, epoch, &loss_sum, &correct,
+                                         err);
+        if (st != CNN_OK)
+            return st;
+        total += n;
+    }
+    *n_out = total;
+    if (total == 0)
+        return CNN_OK;
+    if (cfg->training.accumulate > 1)
+        for (size_t i = 0; i < s->net.n_params; i++)
+            s->net.grads[i] /= (float)total;
+
+    L->last_lr = cnn_schedule_lr(&L->schedule, L->step, epoch);
+    double norm = cnn_optim_step(&s->optim, s->net.params, s->net.grads,
+                                 (float)L->last_lr);
+    L->step++;
+    L->examples += total;
+
+    L->sum_loss += loss_sum;
+    L->sum_norm += norm;
     L->sum_correct += correct;
-    L->sum_examples += n;
+    L->sum_examples += total;
     L->interval_steps++;
-    if (L->step % cfg->training.log_every == 0)
-        log_interval(L, epoch, lr);
-    show_progress(L, epoch, loss);
+    show_progress(L, epoch, loss_sum / (double)total);
     return CNN_OK;
 }
 
@@ -320,22 +365,29 @@ static void evaluate_epoch(struct loop *L, long long epoch,
                            struct cnn_train_result *res)
 {
     struct cnn_session *s = L->s;
+    double metric = res->final_train_loss;
     if (L->interval_steps > 0)
-        log_interval(L, epoch, cnn_schedule_lr(&s->cfg->schedule,
-                                               s->cfg->optim.lr, L->step - 1,
-                                               L->total_steps, epoch));
-    if (s->test.n == 0)
-        return;
+        log_interval(L, epoch, res);
 
-    cnn_evaluate(s, &s->test, &res->test_loss, &res->test_acc);
-    struct cnn_metrics_row r = cnn_metrics_row_empty(epoch + 1, L->step);
-    r.test_loss = res->test_loss;
-    r.test_acc = res->test_acc;
-    r.elapsed_s = cnn_now() - L->t0;
-    cnn_metrics_write(L->metrics, &r);
-    cnn_log_info(L->log, "epoch %lld/%lld: test_loss=%.4f test_acc=%.4f "
-                 "(%.1f s)", epoch + 1, s->cfg->training.epochs,
-                 r.test_loss, r.test_acc, r.elapsed_s);
+    if (s->test.n > 0) {
+        cnn_evaluate(s, &s->test, &res->test_loss, &res->test_acc);
+        metric = res->test_loss;
+        if (isnan(res->best_test_acc) || res->test_acc > res->best_test_acc) {
+            res->best_test_acc = res->test_acc;
+            res->best_epoch = epoch + 1;
+        }
+        struct cnn_metrics_row r = cnn_metrics_row_empty(epoch + 1, L->step);
+        r.test_loss = res->test_loss;
+        r.test_acc = res->test_acc;
+        r.elapsed_s = cnn_now() - L->t0;
+        cnn_metrics_write(L->metrics, &r);
+        cnn_log_info(L->log, "epoch %lld/%lld: test_loss=%.4f test_acc=%.4f "
+                     "(%.1f s)", epoch + 1, s->cfg->training.epochs,
+                     r.test_loss, r.test_acc, r.elapsed_s);
+    }
+    if (cnn_schedule_epoch_end(&L->schedule, metric))
+        cnn_log_info(L->log, "plateau: learning rate now %.4g",
+                     cnn_schedule_lr(&L->schedule, L->step, epoch + 1));
 }
 
 static enum cnn_status loop_run(struct loop *L, struct cnn_train_result *res,
@@ -344,11 +396,13 @@ static enum cnn_status loop_run(struct loop *L, struct cnn_train_result *res,
     struct cnn_training_config *t = &L->s->cfg->training;
     for (long long epoch = 0; epoch < t->epochs; epoch++) {
         cnn_loader_start_epoch(&L->loader, epoch, true);
-        int n = 1;
+        long long n = 1;
         while (n > 0 && (t->max_steps == 0 || L->step < t->max_steps)) {
             enum cnn_status st = train_step(L, epoch, &n, err);
             if (st != CNN_OK)
                 return st;
+            if (n > 0 && L->step % t->log_every == 0)
+                log_interval(L, epoch, res);
         }
         res->epochs = epoch + 1;
         evaluate_epoch(L, epoch, res);
@@ -387,6 +441,56 @@ static enum cnn_status save_model(struct cnn_session *s, const char *dir,
                                 (int)(sizeof meta / sizeof meta[0]), err);
 }
 
+static void json_number(FILE *f, const char *key, double v, bool last)
+{
+    if (isfinite(v))
+        fprintf(f, "  \"%s\": %.10g%s\n", key, v, last ? "" : ",");
+    else
+        fprintf(f, "  \"%s\": null%s\n", key, last ? "" : ",");
+}
+
+/* run.json: the figures `compare` shows, written once a run finished. */
+static enum cnn_status write_run_json(struct cnn_session *s, const char *dir,
+                                      const struct cnn_train_result *res,
+                                      struct cnn_error *err)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+
+    fputs("{\n  \"name\": ", f);
+    cnn_json_string(f, s->cfg->name);
+    fputs(",\n  \"optimizer\": ", f);
+    cnn_json_string(f, s->optim.name);
+    fputs(",\n", f);
+    json_number(f, "lr", s->cfg->optim.lr, false);
+    json_number(f, "epochs", (double)res->epochs, false);
+    json_number(f, "steps", (double)res->steps, false);
+    json_number(f, "seconds", res->seconds, false);
+    json_number(f, "images_per_s", res->images_per_s, false);
+    json_number(f, "final_train_loss", res->final_train_loss, false);
+    json_number(f, "final_test_acc", res->test_acc, false);
+    json_number(f, "best_test_acc", res->best_test_acc, false);
+    json_number(f, "best_epoch", isnan(res->best_test_acc) ? NAN
+                                 : (double)res->best_epoch, false);
+    json_number(f, "params", (double)s->net.n_params, false);
+    json_number(f, "optimizer_state_bytes",
+                (double)cnn_optim_state_bytes(&s->optim), true);
+    fputs("}\n", f);
+    if (fclose(f) != 0) {
+        free(buf);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
+
+    char path[4200];
+    join(path, sizeof path, dir, "run.json");
+    enum cnn_status st = cnn_write_atomic(path, buf, len, err);
+    free(buf);
+    return st;
+}
+
 enum cnn_status cnn_train_run(struct cnn_session *s,
                               const struct cnn_train_opts *opts,
                               struct cnn_log *log,
@@ -398,7 +502,8 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
     char path[4200];
     char *config_text = NULL;
     memset(res, 0, sizeof *res);
-    res->test_loss = res->test_acc = NAN;
+    res->test_loss = res->test_acc = res->best_test_acc = NAN;
+    res->final_train_loss = NAN;
 
     enum cnn_status st = prepare_run_dir(opts->run_dir, opts->force, err);
     if (st == CNN_OK)
@@ -424,21 +529,30 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
     if (st != CNN_OK)
         goto out;
 
-    L.batches = cnn_loader_batches(&L.loader);
-    L.total_steps = L.batches * t->epochs;
+    L.steps_per_epoch = (cnn_loader_batches(&L.loader) + t->accumulate - 1) /
+                        t->accumulate;
+    L.total_steps = L.steps_per_epoch * t->epochs;
     if (t->max_steps > 0 && t->max_steps < L.total_steps)
         L.total_steps = t->max_steps;
+    cnn_schedule_init(&L.schedule, &s->cfg->schedule, s->cfg->optim.lr,
+                      L.total_steps, L.steps_per_epoch);
     cnn_log_info(log, "training %s: %zu parameters, %lld examples, %lld "
-                 "steps of batch %lld, BLAS threads %d; run directory %s",
-                 s->cfg->name, s->net.n_params, s->train.n, L.total_steps,
-                 t->batch_size, cnn_blas_threads(0), opts->run_dir);
+                 "steps of batch %lld x %lld, optimizer %s (%zu bytes of "
+                 "state), BLAS threads %d; run directory %s", s->cfg->name,
+                 s->net.n_params, s->train.n, L.total_steps, t->batch_size,
+                 t->accumulate, s->optim.name,
+                 cnn_optim_state_bytes(&s->optim), cnn_blas_threads(0),
+                 opts->run_dir);
 
     L.t0 = L.interval_t0 = cnn_now();
     st = loop_run(&L, res, err);
     res->steps = L.step;
     res->seconds = cnn_now() - L.t0;
+    res->images_per_s = (double)L.examples / res->seconds;
     if (st == CNN_OK)
         st = save_model(s, opts->run_dir, config_text, res, err);
+    if (st == CNN_OK)
+        st = write_run_json(s, opts->run_dir, res, err);
     if (st == CNN_OK)
         cnn_log_info(log, "done: %lld steps in %.1f s; test_acc=%.4f; "
                      "weights in %s/model.safetensors", res->steps,

@@ -110,13 +110,21 @@ cd "$TMP/cwd" || exit 1
 run main "$BIN" train "$CFG" --out main
 expect_rc main 0 "train mlp-tiny from another directory exits 0"
 all=1
-for f in config.yaml metrics.csv train.log model.safetensors; do
+for f in config.yaml metrics.csv train.log model.safetensors run.json; do
     if [ ! -s "main/$f" ]; then
         all=0
         fail "the run directory holds $f"
     fi
 done
-[ $all -eq 1 ] && pass "the run directory holds all four files"
+[ $all -eq 1 ] && pass "the run directory holds all five files"
+if /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+assert d["optimizer"] == "sgd" and d["steps"] > 0 and d["params"] > 0
+assert 0 < d["best_test_acc"] <= 1 and d["optimizer_state_bytes"] > 0' \
+        main/run.json 2>/dev/null; then
+    pass "run.json is valid JSON with the run's figures"
+else
+    fail "run.json is valid JSON with the run's figures"
+fi
 
 header=$(head -n 1 main/metrics.csv 2>/dev/null)
 if [[ $header == epoch,step,lr,train_loss* ]]; then
@@ -232,10 +240,10 @@ cp -p main/* keep/
 run again "$BIN" train "$CFG" --set training.epochs=1 --out main
 expect_rc again 2 "training into a finished run without --force exits 2"
 same=1
-for f in config.yaml metrics.csv train.log model.safetensors; do
+for f in config.yaml metrics.csv train.log model.safetensors run.json; do
     cmp -s "keep/$f" "main/$f" || same=0
 done
-if [ $same -eq 1 ] && [ "$(ls main | wc -l)" -eq 4 ]; then
+if [ $same -eq 1 ] && [ "$(ls main | wc -l)" -eq 5 ]; then
     pass "the refused run leaves the old files byte-identical"
 else
     fail "the refused run leaves the old files byte-identical" \

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "cnn/config.h"
+#include "cnn/optim.h"
 #include "testutil.h"
 
 /* Lines 1-2: a data section; lines 3-5: a model. Tests append from
@@ -62,7 +63,10 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Loads text as test.yaml in /base and resolves it. */
+/* Loads text as test.yaml in /base and resolves it, then lets the
+ * optimizer registry check the optimizer section (its keys belong to the
+ * optimizer kinds, as a layer's arguments belong to the layer), the way
+ * cnn_session_open does. */
 static enum cnn_status load(struct cnn_config *cfg, const char *text,
                             struct cnn_error *err)
 {
@@ -71,6 +75,11 @@ static enum cnn_status load(struct cnn_config *cfg, const char *text,
                                                 "/base", err);
     if (st == CNN_OK)
         st = cnn_config_resolve(cfg, err);
+    if (st == CNN_OK) {
+        struct cnn_optim o;
+        st = cnn_optim_create(&o, cfg->optim.node, NULL, 0, 0, err);
+        cnn_optim_free(&o);
+    }
     return st;
 }
 
@@ -139,7 +148,6 @@ static void test_minimal_defaults(void **state)
     assert_int_equal(cfg->model_layers->n_items, 1);
     assert_string_equal(cfg->optim.name, "sgd");
     assert_true(cfg->optim.lr == 0.01);
-    assert_false(cfg->optim.nesterov);
     assert_string_equal(cfg->schedule.name, "constant");
     assert_int_equal(cfg->training.epochs, 10);
     assert_int_equal(cfg->training.batch_size, 64);
@@ -216,9 +224,19 @@ static void check_full(const struct cnn_config *cfg, const char *base)
     assert_int_equal(cfg->model_layers->n_items, 4);
     assert_string_equal(cfg->optim.name, "sgd");
     assert_true(cfg->optim.lr == 0.125);
-    assert_true(cfg->optim.momentum == 0.875);
-    assert_true(cfg->optim.weight_decay == 5e-4);
-    assert_true(cfg->optim.nesterov);
+    /* The optimizer's own keys are read by the optimizer (optim.c). */
+    double v;
+    bool b;
+    struct cnn_error rerr = {0};
+    assert_int_equal(cnn_read_float(cfg->optim.node, "momentum", 0, 0, 1, &v,
+                                    &rerr), CNN_OK);
+    assert_true(v == 0.875);
+    assert_int_equal(cnn_read_float(cfg->optim.node, "weight_decay", 0, 0, 1,
+                                    &v, &rerr), CNN_OK);
+    assert_true(v == 5e-4);
+    assert_int_equal(cnn_read_bool(cfg->optim.node, "nesterov", false, &b,
+                                   &rerr), CNN_OK);
+    assert_true(b);
     assert_string_equal(cfg->schedule.name, "step");
     assert_int_equal(cfg->schedule.warmup_steps, 7);
     assert_true(cfg->schedule.gamma == 0.5);
@@ -471,7 +489,7 @@ static void test_unknown_keys_in_sections(void **state)
     expect_error(BASE "schedule:\n  warmup: 3\n", "test.yaml:7:3",
                  "schedule.warmup: unknown key",
                  "known keys here: name, warmup_steps, gamma, step_epochs, "
-                 "min_lr");
+                 "milestones, min_lr, pct_start");
     expect_error(DATA "  normalize: {mean: 1, std: 1, sdt: 2}\n" MODEL,
                  "test.yaml:3:32", "data.normalize.sdt", "std");
 }
@@ -621,7 +639,10 @@ static void test_bool_spellings(void **state)
         struct cnn_config *cfg = &pool[0];
         struct cnn_error err;
         assert_int_equal(load(cfg, text, &err), CNN_OK);
-        assert_true(cfg->optim.nesterov);
+        bool b = false;
+        assert_int_equal(cnn_read_bool(cfg->optim.node, "nesterov", false,
+                                       &b, &err), CNN_OK);
+        assert_true(b);
         cnn_config_free(cfg);
     }
 }
@@ -631,10 +652,11 @@ static void test_unknown_choice(void **state)
     (void)state;
     expect_error(BASE "schedule:\n  name: cosin\n", "test.yaml:7:9",
                  "schedule.name: unknown value 'cosin' (one of: constant, "
-                 "step, cosine)", "did you mean 'cosine'?");
+                 "step, exponential, cosine, onecycle, plateau)",
+                 "did you mean 'cosine'?");
     /* Nothing close: no hint. */
-    expect_error(BASE "schedule:\n  name: exponential\n", "test.yaml:7:9",
-                 "unknown value 'exponential'", NULL);
+    expect_error(BASE "schedule:\n  name: triangular\n", "test.yaml:7:9",
+                 "unknown value 'triangular'", NULL);
     expect_error(DATA "  format: csv\n" MODEL, "test.yaml:3:11",
                  "data.format: unknown value 'csv' (one of: idx)", NULL);
     expect_error(DATA "  format: idxx\n" MODEL, "test.yaml:3:11",

@@ -702,7 +702,8 @@ static void test_init_distributions(void **state)
     struct cnn_error err;
     static const char layers[] =
         "    - flatten\n"
-        "    - dense: {units: 256}\n"                       /* he_normal */
+        "    - dense: {units: 256}\n"           /* auto: he_normal before relu */
+        "    - relu\n"
         "    - dense: {units: 128, init: glorot_uniform}\n"
         "    - dense: {units: 10, init: zeros}\n";
     assert_int_equal(build(layers, shape(1, 28, 28), 1, &err), CNN_OK);
@@ -729,7 +730,7 @@ static void test_init_distributions(void **state)
         assert_true(b->data[i] == 0.0f);
 
     /* glorot_uniform: within sqrt(3 / fan_avg), fan_avg (256+128)/2. */
-    w = &net->layers[2].params[0];
+    w = &net->layers[3].params[0];
     double bound = sqrt(3.0 / 192.0);
     float lo = 1, hi = -1;
     for (size_t i = 0; i < w->count; i++) {
@@ -739,7 +740,7 @@ static void test_init_distributions(void **state)
     assert_true(lo >= -bound && hi <= bound);
     assert_true(lo < -0.9 * bound && hi > 0.9 * bound);
 
-    w = &net->layers[3].params[0];
+    w = &net->layers[4].params[0];
     for (size_t i = 0; i < w->count; i++)
         assert_true(w->data[i] == 0.0f);
 }

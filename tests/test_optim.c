@@ -1,41 +1,56 @@
 /*
  * SGD against PyTorch's published update rule on hand-computed vectors,
- * the registry's refusals, and the schedules.
+ * the registry's refusals, optimizer state sizes, and the schedules.
+ * (tests/test_optim_ref.c checks every optimizer against PyTorch over
+ * 100 steps.)
  */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "cnn/optim.h"
 
-static struct cnn_optim_config sgd(double lr, double mom, double damp,
-                                   double wd, bool nesterov)
+/* Creates the optimizer described by a YAML flow mapping over n
+ * parameters in one group. */
+static enum cnn_status make(struct cnn_optim *o, struct cnn_config *cfg,
+                            const char *section, size_t n,
+                            struct cnn_error *err)
 {
-    return (struct cnn_optim_config){.name = "sgd", .lr = lr, .momentum = mom,
-                                     .dampening = damp, .weight_decay = wd,
-                                     .nesterov = nesterov};
+    char text[512];
+    snprintf(text, sizeof text, "optimizer: %s\n", section);
+    assert_int_equal(cnn_config_load_string(cfg, text, "t.yaml", ".", err),
+                     CNN_OK);
+    struct cnn_param_group g = {.offset = 0, .count = n,
+                                .kind = CNN_PARAM_WEIGHT, .lr_scale = 1.0f};
+    return cnn_optim_create(o, cnn_node_get(cfg->root, "optimizer"), &g, 1, n,
+                            err);
 }
 
-static void run(struct cnn_optim_config cfg, int steps, float *p)
+static void run(const char *section, float lr, int steps, float *p)
 {
-    const float g[2] = {0.5f, 0.1f};
     struct cnn_optim o;
+    struct cnn_config cfg;
     struct cnn_error err = {0};
-    assert_int_equal(cnn_optim_create(&o, &cfg, 2, &err), CNN_OK);
-    for (int i = 0; i < steps; i++)
-        cnn_optim_step(&o, p, g, (float)cfg.lr);
+    if (make(&o, &cfg, section, 2, &err) != CNN_OK)
+        fail_msg("%s: %s", err.where, err.message);
+    for (int i = 0; i < steps; i++) {
+        float g[2] = {0.5f, 0.1f};
+        cnn_optim_step(&o, p, g, lr);
+    }
     assert_int_equal(o.steps, steps);
     cnn_optim_free(&o);
+    cnn_config_free(&cfg);
 }
 
 static void test_sgd_plain(void **state)
 {
     float p[2] = {1, -2};
-    run(sgd(0.1, 0, 0, 0, false), 2, p);
+    run("{name: sgd}", 0.1f, 2, p);
     assert_float_equal(p[0], 1 - 2 * 0.05, 1e-6);
     assert_float_equal(p[1], -2 - 2 * 0.01, 1e-6);
 }
@@ -44,12 +59,13 @@ static void test_sgd_momentum_weight_decay(void **state)
 {
     /* step 1: g' = g + 0.01 p = (0.51, 0.08); b = g'; p -= 0.1 b
      * step 2: g' = (0.50949, 0.07992); b = 0.9 b + g' = (0.96849, 0.15192) */
+    const char *s = "{name: sgd, momentum: 0.9, weight_decay: 0.01}";
     float p[2] = {1, -2};
-    run(sgd(0.1, 0.9, 0, 0.01, false), 1, p);
+    run(s, 0.1f, 1, p);
     assert_float_equal(p[0], 0.949, 1e-6);
     assert_float_equal(p[1], -2.008, 1e-6);
     float q[2] = {1, -2};
-    run(sgd(0.1, 0.9, 0, 0.01, false), 2, q);
+    run(s, 0.1f, 2, q);
     assert_float_equal(q[0], 0.852151, 1e-6);
     assert_float_equal(q[1], -2.023192, 1e-6);
 }
@@ -58,7 +74,8 @@ static void test_sgd_nesterov(void **state)
 {
     /* step 1: b = g' = (0.51, 0.08); update g' + 0.9 b = (0.969, 0.152) */
     float p[2] = {1, -2};
-    run(sgd(0.1, 0.9, 0, 0.01, true), 1, p);
+    run("{name: sgd, momentum: 0.9, nesterov: true, weight_decay: 0.01}",
+        0.1f, 1, p);
     assert_float_equal(p[0], 0.9031, 1e-6);
     assert_float_equal(p[1], -2.0152, 1e-6);
 }
@@ -68,43 +85,156 @@ static void test_sgd_dampening(void **state)
     /* step 1: b = g = (0.5, 0.1), p = (0.95, -2.01)
      * step 2: b = 0.9 b + 0.5 g = (0.7, 0.14), p = (0.88, -2.024) */
     float p[2] = {1, -2};
-    run(sgd(0.1, 0.9, 0.5, 0, false), 2, p);
+    run("{name: sgd, momentum: 0.9, dampening: 0.5}", 0.1f, 2, p);
     assert_float_equal(p[0], 0.88, 1e-6);
     assert_float_equal(p[1], -2.024, 1e-6);
 }
 
-static void test_registry_refusals(void **state)
+static void test_adam_first_step(void **state)
+{
+    /* After one step m/(1-b1) = g and sqrt(v/(1-b2)) = |g|: every
+     * parameter moves by lr * g / (|g| + eps), i.e. about lr. */
+    float p[2] = {1, -2};
+    run("{name: adam}", 0.01f, 1, p);
+    assert_float_equal(p[0], 1 - 0.01 * 0.5 / (0.5 + 1e-8), 1e-6);
+    assert_float_equal(p[1], -2 - 0.01 * 0.1 / (0.1 + 1e-8), 1e-6);
+}
+
+static void test_lion_first_step(void **state)
+{
+    /* m starts at 0: the sign of (1 - b1) g, decoupled decay first. */
+    float p[2] = {1, -2};
+    run("{name: lion, weight_decay: 0.5}", 0.01f, 1, p);
+    assert_float_equal(p[0], 1 * (1 - 0.005) - 0.01, 1e-6);
+    assert_float_equal(p[1], -2 * (1 - 0.005) - 0.01, 1e-6);
+}
+
+static void expect_error(const char *section, enum cnn_status want,
+                         const char *needle, const char *hint)
 {
     struct cnn_optim o;
+    struct cnn_config cfg;
     struct cnn_error err = {0};
-    struct cnn_optim_config cfg = sgd(0.1, 0, 0, 0, false);
-    cfg.name = "sdg";
-    assert_int_equal(cnn_optim_create(&o, &cfg, 2, &err), CNN_ERR_CONFIG);
-    assert_non_null(strstr(err.hint, "sgd"));
-    cfg.name = "adam";
-    assert_int_equal(cnn_optim_create(&o, &cfg, 2, &err),
-                     CNN_ERR_UNSUPPORTED);
-    assert_non_null(strstr(err.message, "not built yet"));
+    assert_int_equal(make(&o, &cfg, section, 2, &err), want);
+    if (!strstr(err.message, needle))
+        fail_msg("'%s' not in '%s'", needle, err.message);
+    if (hint && !strstr(err.hint, hint))
+        fail_msg("'%s' not in hint '%s'", hint, err.hint);
+    assert_non_null(strstr(err.where, "t.yaml:1:"));
+    cnn_config_free(&cfg);
+}
+
+static void test_registry_refusals(void **state)
+{
+    expect_error("{name: sdg}", CNN_ERR_CONFIG, "unknown optimizer 'sdg'",
+                 "sgd");
+    expect_error("{name: adam, momentum: 0.9}", CNN_ERR_CONFIG,
+                 "unknown key 'momentum'", NULL);
+    expect_error("{name: adam, betas: [0.9, 1.0]}", CNN_ERR_CONFIG,
+                 "must be between", NULL);
+    expect_error("{name: adam, betas: 0.9}", CNN_ERR_CONFIG,
+                 "expected two numbers", NULL);
+    expect_error("{name: sgd, nesterov: true}", CNN_ERR_CONFIG,
+                 "nesterov needs momentum", NULL);
+    expect_error("{name: sgd, momentun: 0.9}", CNN_ERR_CONFIG,
+                 "unknown key 'momentun'", "momentum");
+    expect_error("{name: sgd, no_decay: [bias, gamma]}", CNN_ERR_CONFIG,
+                 "unknown parameter kind", NULL);
+}
+
+static void test_state_bytes(void **state)
+{
+    static const struct {
+        const char *section;
+        double bytes_per_param;
+    } cases[] = {
+        {"{name: sgd}", 0},
+        {"{name: sgd, momentum: 0.9}", 4},
+        {"{name: adam}", 8},
+        {"{name: adamw}", 8},
+        {"{name: lion}", 4},
+        {"{name: rmsprop, centered: true, momentum: 0.5}", 12},
+        {"{name: adagrad}", 4},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cnn_optim o;
+        struct cnn_config cfg;
+        struct cnn_error err = {0};
+        assert_int_equal(make(&o, &cfg, cases[i].section, 1000, &err), CNN_OK);
+        assert_int_equal(cnn_optim_state_bytes(&o),
+                         (size_t)(cases[i].bytes_per_param * 1000));
+        cnn_optim_free(&o);
+        cnn_config_free(&cfg);
+    }
 }
 
 static void test_schedules(void **state)
 {
-    struct cnn_schedule_config s = {.name = "constant", .warmup_steps = 4,
+    struct cnn_schedule_config c = {.name = "constant", .warmup_steps = 4,
                                     .gamma = 0.1, .step_epochs = 2};
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 0, 100, 0), 0.25, 1e-12);
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 3, 100, 0), 1.0, 1e-12);
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 50, 100, 3), 1.0, 1e-12);
+    struct cnn_schedule s;
+    cnn_schedule_init(&s, &c, 1.0, 100, 10);
+    assert_float_equal(cnn_schedule_lr(&s, 0, 0), 0.25, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 3, 0), 1.0, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 3), 1.0, 1e-12);
 
-    s.name = "step";
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 50, 100, 1), 1.0, 1e-12);
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 50, 100, 2), 0.1, 1e-12);
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 50, 100, 5), 0.01, 1e-12);
+    c.name = "step";
+    cnn_schedule_init(&s, &c, 1.0, 100, 10);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 1), 1.0, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 2), 0.1, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 5), 0.01, 1e-12);
+    c.milestones[0] = 3;
+    c.milestones[1] = 7;
+    c.n_milestones = 2;
+    cnn_schedule_init(&s, &c, 1.0, 100, 10);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 2), 1.0, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 3), 0.1, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 9), 0.01, 1e-12);
 
-    s.name = "cosine";
-    s.min_lr = 0.1;
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 4, 104, 0), 1.0, 1e-12);
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 54, 104, 0), 0.55, 1e-12);
-    assert_float_equal(cnn_schedule_lr(&s, 1.0, 104, 104, 0), 0.1, 1e-12);
+    c.name = "exponential";
+    c.gamma = 0.5;
+    cnn_schedule_init(&s, &c, 1.0, 100, 10);
+    assert_float_equal(cnn_schedule_lr(&s, 50, 3), 0.125, 1e-12);
+
+    c.name = "cosine";
+    c.min_lr = 0.1;
+    cnn_schedule_init(&s, &c, 1.0, 104, 10);
+    assert_float_equal(cnn_schedule_lr(&s, 4, 0), 1.0, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 54, 0), 0.55, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 104, 0), 0.1, 1e-12);
+}
+
+static void test_onecycle(void **state)
+{
+    struct cnn_schedule_config c = {.name = "onecycle", .pct_start = 0.25,
+                                    .div_factor = 10, .final_div_factor = 100};
+    struct cnn_schedule s;
+    cnn_schedule_init(&s, &c, 1.0, 100, 10);
+    assert_float_equal(cnn_schedule_lr(&s, 0, 0), 0.1, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 25, 0), 1.0, 1e-12);
+    assert_float_equal(cnn_schedule_lr(&s, 100, 0), 0.001, 1e-12);
+    double mid = cnn_schedule_lr(&s, 12, 0);
+    assert_true(mid > 0.1 && mid < 1.0);
+}
+
+static void test_plateau(void **state)
+{
+    struct cnn_schedule_config c = {.name = "plateau", .factor = 0.5,
+                                    .patience = 1, .threshold = 0.01,
+                                    .min_lr = 0.2};
+    struct cnn_schedule s;
+    cnn_schedule_init(&s, &c, 1.0, 100, 10);
+    assert_false(cnn_schedule_epoch_end(&s, 1.0));
+    assert_false(cnn_schedule_epoch_end(&s, 0.9));
+    assert_false(cnn_schedule_epoch_end(&s, 0.895));   /* < 1%: bad 1 */
+    assert_float_equal(cnn_schedule_lr(&s, 0, 0), 1.0, 1e-12);
+    assert_true(cnn_schedule_epoch_end(&s, 0.9));      /* bad 2 > 1 */
+    assert_float_equal(cnn_schedule_lr(&s, 0, 0), 0.5, 1e-12);
+    assert_false(cnn_schedule_epoch_end(&s, 0.95));
+    assert_true(cnn_schedule_epoch_end(&s, 0.95));
+    assert_false(cnn_schedule_epoch_end(&s, 0.95));
+    assert_true(cnn_schedule_epoch_end(&s, 0.95));     /* 0.125 < floor */
+    assert_float_equal(cnn_schedule_lr(&s, 0, 0), 0.2, 1e-12);  /* floor */
 }
 
 int main(void)
@@ -114,8 +244,13 @@ int main(void)
         cmocka_unit_test(test_sgd_momentum_weight_decay),
         cmocka_unit_test(test_sgd_nesterov),
         cmocka_unit_test(test_sgd_dampening),
+        cmocka_unit_test(test_adam_first_step),
+        cmocka_unit_test(test_lion_first_step),
         cmocka_unit_test(test_registry_refusals),
+        cmocka_unit_test(test_state_bytes),
         cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_onecycle),
+        cmocka_unit_test(test_plateau),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,21 +65,28 @@ struct cnn_data_config {
 };
 
 struct cnn_optim_config {
-    const char *name;               /* "sgd" */
-    double lr;
-    double momentum;
-    double dampening;
-    double weight_decay;
-    bool nesterov;
-    struct cnn_node *node;          /* the whole section, for the optimizer */
+    const char *name;               /* checked by the optimizer registry */
+    double lr;                      /* base learning rate */
+    struct cnn_node *node;          /* the section; optim reads the rest */
 };
 
+#define CNN_MAX_MILESTONES 32
+
 struct cnn_schedule_config {
-    const char *name;               /* constant, step, cosine */
+    const char *name;               /* constant, step, exponential, cosine,
+                                       onecycle, plateau */
     long long warmup_steps;
-    double gamma;                   /* step: factor at each milestone */
-    long long step_epochs;          /* step: every N epochs */
-    double min_lr;                  /* cosine: floor */
+    double gamma;                   /* step, exponential: factor */
+    long long step_epochs;          /* step: every N epochs ... */
+    long long milestones[CNN_MAX_MILESTONES];   /* ... or at these */
+    int n_milestones;
+    double min_lr;                  /* cosine, plateau: floor */
+    double pct_start;               /* onecycle: share of rising steps */
+    double div_factor;              /* onecycle: start at lr / this */
+    double final_div_factor;        /* onecycle: end at start / this */
+    double factor;                  /* plateau: multiply by this */
+    long long patience;             /* plateau: epochs without progress */
+    double threshold;               /* plateau: relative improvement */
 };
 
 struct cnn_training_config {
@@ -89,6 +96,7 @@ struct cnn_training_config {
     long long log_every;            /* steps between metrics rows */
     enum cnn_loss_kind loss;
     long long threads;              /* 0 = all cores */
+    long long accumulate;           /* micro-batches per optimizer step */
 };
 
 struct cnn_config {

@@ -43,6 +43,7 @@ static inline bool cnn_shape_is_flat(struct cnn_shape s)
 }
 
 enum cnn_init {
+    CNN_INIT_AUTO,            /* chosen by the net from the activation */
     CNN_INIT_HE_NORMAL,
     CNN_INIT_HE_UNIFORM,
     CNN_INIT_GLOROT_NORMAL,
@@ -54,6 +55,7 @@ enum cnn_init {
 enum cnn_param_kind {
     CNN_PARAM_WEIGHT,
     CNN_PARAM_BIAS,
+    CNN_PARAM_NORM,        /* normalization scales and shifts */
 };
 
 #define CNN_PARAM_MAX_DIMS 4
@@ -100,6 +102,8 @@ struct cnn_layer {
     struct cnn_param params[CNN_LAYER_MAX_PARAMS];
     int n_params;
     double flops;                     /* forward FLOPs per example */
+    float lr_mult;                    /* "lr_mult": scales its lr */
+    bool trainable;                   /* "trainable: false" freezes it */
     void *state;                      /* owned by the kind */
 };
 
@@ -114,7 +118,8 @@ void cnn_layer_add_param(struct cnn_layer *l, const char *suffix,
                          enum cnn_param_kind kind, int ndim, const int *dims,
                          int fan_in, int fan_out, enum cnn_init init);
 
-/* Reads an optional "init" key into *out (default def). */
+/* Reads an optional "init" key into *out (default def; CNN_INIT_AUTO
+ * lets the net pick He before ReLU-like activations, Glorot otherwise). */
 enum cnn_status cnn_layer_read_init(struct cnn_node *args, enum cnn_init def,
                                     enum cnn_init *out, struct cnn_error *err);
 

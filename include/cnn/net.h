@@ -13,6 +13,7 @@
 
 #include "cnn/config.h"
 #include "cnn/layer.h"
+#include "cnn/optim.h"
 
 struct cnn_net {
     struct cnn_layer *layers;
@@ -64,6 +65,12 @@ void cnn_net_each_param(struct cnn_net *net,
                         void (*fn)(void *ctx, const char *name,
                                    struct cnn_param *p),
                         void *ctx);
+
+/* One optimizer group per parameter tensor, with the layer's lr_mult
+ * and trainable flag; a malloc'd array of *n the caller frees, NULL when
+ * out of memory. */
+struct cnn_param_group *cnn_net_param_groups(const struct cnn_net *net,
+                                             int *n);
 
 void cnn_net_free(struct cnn_net *net);
 

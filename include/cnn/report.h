@@ -59,6 +59,7 @@ struct cnn_metrics_row {
     double test_acc;
     double images_per_s;
     double elapsed_s;
+    double grad_norm;       /* mean pre-clip global L2 norm */
 };
 
 /* A row with every value cell empty (NAN). */

@@ -8,6 +8,8 @@
 #ifndef CNN_SAFETENSORS_H
 #define CNN_SAFETENSORS_H
 
+#include <stdio.h>
+
 #include "cnn/net.h"
 
 struct cnn_meta {
@@ -26,6 +28,9 @@ enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
  * name. Extra tensors in the file are an error too. */
 enum cnn_status cnn_safetensors_load(const char *path, struct cnn_net *net,
                                      struct cnn_error *err);
+
+/* Writes s as a JSON string literal, quotes and escapes included. */
+void cnn_json_string(FILE *f, const char *s);
 
 /* Writes len bytes to path through a temporary file in the same
  * directory, fsync'd and renamed over path, then fsyncs the directory. */

@@ -48,8 +48,12 @@ struct cnn_train_opts {
 struct cnn_train_result {
     long long steps;
     long long epochs;
-    double test_loss, test_acc;     /* NAN without a test split */
+    double test_loss, test_acc;     /* last evaluation; NAN without one */
+    double best_test_acc;           /* NAN without a test split */
+    long long best_epoch;           /* 1-based epoch of best_test_acc */
+    double final_train_loss;        /* last logging interval's mean */
     double seconds;
+    double images_per_s;            /* training examples / seconds */
 };
 
 /* Trains s into opts->run_dir. Writes config.yaml, metrics.csv, train.log

@@ -59,7 +59,7 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
         cnn_read_int(args, "stride", 1, 1, 1 << 10, &stride, err) ||
         read_pad(args, (int)size, &pad, err) ||
         cnn_read_bool(args, "bias", true, &bias, err) ||
-        cnn_layer_read_init(args, CNN_INIT_HE_NORMAL, &init, err))
+        cnn_layer_read_init(args, CNN_INIT_AUTO, &init, err))
         return CNN_ERR_CONFIG;
     /* Required keys are checked after every key was asked for, so a
      * misspelling is answered with its suggestion. */

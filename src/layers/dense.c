@@ -17,7 +17,7 @@ static enum cnn_status dense_create(struct cnn_layer *l, struct cnn_node *args,
         return CNN_ERR_CONFIG;
     if (cnn_read_int(args, "units", 0, 1, 1 << 24, &units, err) ||
         cnn_read_bool(args, "bias", true, &bias, err) ||
-        cnn_layer_read_init(args, CNN_INIT_HE_NORMAL, &init, err) ||
+        cnn_layer_read_init(args, CNN_INIT_AUTO, &init, err) ||
         cnn_layer_require(l, args, "units", "- dense: {units: 10}", err))
         return CNN_ERR_CONFIG;
 

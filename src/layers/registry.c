@@ -62,6 +62,7 @@ enum cnn_status cnn_layer_read_init(struct cnn_node *args, enum cnn_init def,
                                     enum cnn_init *out, struct cnn_error *err)
 {
     static const char *const names[] = {
+        [CNN_INIT_AUTO] = "auto",
         [CNN_INIT_HE_NORMAL] = "he_normal",
         [CNN_INIT_HE_UNIFORM] = "he_uniform",
         [CNN_INIT_GLOROT_NORMAL] = "glorot_normal",
@@ -91,6 +92,7 @@ void cnn_param_init(struct cnn_param *p, struct cnn_rng *rng)
     double std = 0.0;
     bool uniform = false;
     switch (p->init) {
+    case CNN_INIT_AUTO:         /* resolved by the net; He if not */
     case CNN_INIT_HE_NORMAL:
         std = sqrt(2.0 / fan_in);
         break;

@@ -1,77 +1,213 @@
 /*
- * The table of optimizers by config name, and the generic create/step.
+ * The table of optimizers by config name, the keys every optimizer
+ * shares (weight_decay, no_decay, clip_norm, clip_value), and the step
+ * that clips gradients and walks the parameter groups.
  */
 #include "cnn/optim.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct cnn_optim_kind *const kinds[] = {
     &cnn_optim_sgd,
+    &cnn_optim_adam,
+    &cnn_optim_adamw,
+    &cnn_optim_lion,
+    &cnn_optim_rmsprop,
+    &cnn_optim_adagrad,
+    &cnn_optim_adam8bit,
 };
 
-/* Names the optimizer issue will add; refused with a clear message. */
-static const char *const planned[] = {
-    "adam", "adamw", "lion", "rmsprop", "adagrad", "adam8bit",
-};
+enum { N_KINDS = sizeof kinds / sizeof kinds[0] };
 
-enum cnn_status cnn_optim_create(struct cnn_optim *o,
-                                 const struct cnn_optim_config *cfg, size_t n,
-                                 struct cnn_error *err)
+static enum cnn_status find_kind(struct cnn_optim *o, struct cnn_node *section,
+                                 const char *name, struct cnn_error *err)
 {
-    memset(o, 0, sizeof *o);
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strcmp(kinds[i]->name, cfg->name) == 0)
+    const char *names[N_KINDS];
+    for (int i = 0; i < N_KINDS; i++) {
+        names[i] = kinds[i]->name;
+        if (strcmp(kinds[i]->name, name) == 0) {
             o->kind = kinds[i];
-
-    struct cnn_node *at = cnn_node_get(cfg->node, "name");
-    if (!o->kind) {
-        const char *names[16];
-        int count = 0;
-        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-            names[count++] = kinds[i]->name;
-        for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++) {
-            if (strcmp(planned[i], cfg->name) != 0)
-                continue;
-            if (at)
-                cnn_node_error(err, at, "optimizer '%s' is not built yet",
-                               cfg->name);
-            else
-                cnn_error_set(err, CNN_ERR_UNSUPPORTED, "optimizer '%s' is "
-                              "not built yet", cfg->name);
-            if (err)
-                err->status = CNN_ERR_UNSUPPORTED;
-            cnn_error_hint(err, "use 'sgd' (with momentum and nesterov)");
-            return CNN_ERR_UNSUPPORTED;
+            return CNN_OK;
         }
-        if (at)
-            cnn_node_error(err, at, "unknown optimizer '%s' (known: sgd)",
-                           cfg->name);
-        else
-            cnn_error_set(err, CNN_ERR_CONFIG, "unknown optimizer '%s'",
-                          cfg->name);
-        const char *near = cnn_closest_name(cfg->name, names, count);
-        if (near)
-            cnn_error_hint(err, "did you mean '%s'?", near);
-        return CNN_ERR_CONFIG;
     }
 
-    o->cfg = *cfg;
-    o->n = n;
-    return o->kind->create(o, err);
+    struct cnn_node *at = cnn_node_get(section, "name");
+    if (at)
+        cnn_node_error(err, at, "unknown optimizer '%s' (known: sgd, adam, "
+                       "adamw, lion, rmsprop, adagrad, adam8bit)", name);
+    else
+        cnn_error_set(err, CNN_ERR_CONFIG, "unknown optimizer '%s'", name);
+    const char *near = cnn_closest_name(name, names, N_KINDS);
+    if (near)
+        cnn_error_hint(err, "did you mean '%s'?", near);
+    return CNN_ERR_CONFIG;
 }
 
-void cnn_optim_step(struct cnn_optim *o, float *params, const float *grads,
-                    float lr)
+/* no_decay: [bias, norm]: parameter kinds weight decay leaves alone. */
+static enum cnn_status read_no_decay(struct cnn_node *section,
+                                     unsigned *mask, struct cnn_error *err)
 {
-    o->kind->step(o, params, grads, lr);
+    static const char *const names[] = {
+        [CNN_PARAM_WEIGHT] = "weight",
+        [CNN_PARAM_BIAS] = "bias",
+        [CNN_PARAM_NORM] = "norm",
+    };
+    struct cnn_node *n = cnn_node_get(section, "no_decay");
+    *mask = 0;
+    if (!n || cnn_node_is_null(n))
+        return CNN_OK;
+    if (n->kind != CNN_NODE_SEQ)
+        return cnn_node_error(err, n, "expected a list of parameter kinds, "
+                              "e.g. [bias, norm]");
+    for (int i = 0; i < n->n_items; i++) {
+        struct cnn_node *it = n->items[i];
+        int k = -1;
+        for (int j = 0; it->kind == CNN_NODE_SCALAR && j < 3; j++)
+            if (strcmp(it->value, names[j]) == 0)
+                k = j;
+        if (k < 0)
+            return cnn_node_error(err, it, "unknown parameter kind (one of: "
+                                  "weight, bias, norm)");
+        *mask |= 1u << k;
+    }
+    return CNN_OK;
+}
+
+enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
+                                 const struct cnn_param_group *groups,
+                                 int n_groups, size_t n, struct cnn_error *err)
+{
+    memset(o, 0, sizeof *o);
+    o->n = n;
+    unsigned no_decay;
+    if (cnn_read_string(section, "name", "sgd", &o->name, err) ||
+        find_kind(o, section, o->name, err) ||
+        cnn_read_float(section, "weight_decay",
+                       o->kind == &cnn_optim_adamw ? 0.01 : 0.0, 0.0, 1e3,
+                       &o->weight_decay, err) ||
+        cnn_read_float(section, "clip_norm", 0.0, 0.0, 1e12, &o->clip_norm,
+                       err) ||
+        cnn_read_float(section, "clip_value", 0.0, 0.0, 1e12, &o->clip_value,
+                       err) ||
+        read_no_decay(section, &no_decay, err))
+        return CNN_ERR_CONFIG;
+    cnn_node_get(section, "lr");    /* read by the config, known here */
+
+    o->groups = malloc((size_t)(n_groups ? n_groups : 1) * sizeof *o->groups);
+    if (!o->groups)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    o->n_groups = n_groups;
+    for (int i = 0; i < n_groups; i++) {
+        o->groups[i] = groups[i];
+        o->groups[i].decay = !(no_decay & (1u << groups[i].kind));
+    }
+
+    enum cnn_status st = o->kind->create(o, section, err);
+    if (st == CNN_OK)
+        st = cnn_node_check_unused(section, err);
+    if (st != CNN_OK)
+        cnn_optim_free(o);
+    return st;
+}
+
+static double clip(struct cnn_optim *o, float *g)
+{
+    if (o->clip_value > 0) {
+        float c = (float)o->clip_value;
+        for (size_t i = 0; i < o->n; i++)
+            g[i] = g[i] > c ? c : (g[i] < -c ? -c : g[i]);
+    }
+
+    double sq = 0.0;
+    for (int k = 0; k < o->n_groups; k++) {
+        const struct cnn_param_group *grp = &o->groups[k];
+        if (grp->frozen)
+            continue;
+        for (size_t i = grp->offset; i < grp->offset + grp->count; i++)
+            sq += (double)g[i] * g[i];
+    }
+    double norm = sqrt(sq);
+
+    if (o->clip_norm > 0 && norm > o->clip_norm) {
+        float scale = (float)(o->clip_norm / (norm + 1e-6));
+        for (size_t i = 0; i < o->n; i++)
+            g[i] *= scale;
+    }
+    return norm;
+}
+
+double cnn_optim_step(struct cnn_optim *o, float *params, float *grads,
+                      float lr)
+{
+    double norm = clip(o, grads);
+    for (int k = 0; k < o->n_groups; k++) {
+        const struct cnn_param_group *grp = &o->groups[k];
+        if (grp->frozen || grp->lr_scale == 0.0f)
+            continue;
+        float wd = grp->decay ? (float)o->weight_decay : 0.0f;
+        o->kind->update(o, params + grp->offset, grads + grp->offset,
+                        grp->offset, grp->count, lr * grp->lr_scale, wd);
+    }
     o->steps++;
+    return norm;
+}
+
+void cnn_optim_add_buffer(struct cnn_optim *o, const char *name, void *data,
+                          size_t bytes)
+{
+    if (o->n_buffers < CNN_OPTIM_MAX_BUFFERS)
+        o->buffers[o->n_buffers++] =
+            (struct cnn_optim_buffer){name, data, bytes};
+}
+
+float *cnn_optim_float_buffer(struct cnn_optim *o, const char *name,
+                              struct cnn_error *err)
+{
+    float *b = calloc(o->n ? o->n : 1, sizeof *b);
+    if (!b) {
+        cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the optimizer's "
+                      "%s (%zu values)", name, o->n);
+        return NULL;
+    }
+    cnn_optim_add_buffer(o, name, b, o->n * sizeof *b);
+    return b;
+}
+
+size_t cnn_optim_state_bytes(const struct cnn_optim *o)
+{
+    size_t total = 0;
+    for (int i = 0; i < o->n_buffers; i++)
+        total += o->buffers[i].bytes;
+    return total;
+}
+
+enum cnn_status cnn_optim_read_betas(struct cnn_node *args, double def1,
+                                     double def2, double *b1, double *b2,
+                                     struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(args, "betas");
+    *b1 = def1;
+    *b2 = def2;
+    if (!n)
+        return CNN_OK;
+    if (n->kind != CNN_NODE_SEQ || n->n_items != 2)
+        return cnn_node_error(err, n, "expected two numbers, e.g. [0.9, "
+                              "0.999]");
+    if (cnn_node_float(n->items[0], 0.0, 0.999999999, b1, err) ||
+        cnn_node_float(n->items[1], 0.0, 0.999999999, b2, err))
+        return CNN_ERR_CONFIG;
+    return CNN_OK;
 }
 
 void cnn_optim_free(struct cnn_optim *o)
 {
-    if (!o || !o->kind)
+    if (!o)
         return;
-    if (o->kind->destroy)
-        o->kind->destroy(o);
-    o->kind = NULL;
+    for (int i = 0; i < o->n_buffers; i++)
+        free(o->buffers[i].data);
+    free(o->state);
+    free(o->groups);
+    memset(o, 0, sizeof *o);
 }

@@ -3,53 +3,68 @@
  * PyTorch's torch.optim.SGD defines them:
  *
  *   g = grad + wd * p
- *   b = g                              on the first step
- *   b = momentum * b + (1 - dampening) * g    after
+ *   b = g                                   on the first step
+ *   b = momentum * b + (1 - dampening) * g  after
  *   g = g + momentum * b  (nesterov)   or   g = b
  *   p = p - lr * g
+ *
+ *   optimizer: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}
  */
 #include "cnn/optim.h"
 
 #include <stdlib.h>
 
-static enum cnn_status sgd_create(struct cnn_optim *o, struct cnn_error *err)
+struct sgd {
+    float momentum, dampening;
+    bool nesterov;
+    float *buf;                 /* [n] momentum buffer; NULL without */
+};
+
+static enum cnn_status sgd_create(struct cnn_optim *o, struct cnn_node *args,
+                                  struct cnn_error *err)
 {
-    if (o->cfg.momentum == 0.0)
-        return CNN_OK;
-    o->state = calloc(o->n ? o->n : 1, sizeof(float));
-    if (!o->state)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the "
-                             "momentum buffer");
+    double momentum, dampening;
+    bool nesterov;
+    if (cnn_read_float(args, "momentum", 0.0, 0.0, 1.0, &momentum, err) ||
+        cnn_read_float(args, "dampening", 0.0, 0.0, 1.0, &dampening, err) ||
+        cnn_read_bool(args, "nesterov", false, &nesterov, err))
+        return CNN_ERR_CONFIG;
+    if (nesterov && (momentum <= 0.0 || dampening != 0.0))
+        return cnn_node_error(err, cnn_node_get(args, "nesterov"),
+                              "nesterov needs momentum > 0 and dampening 0");
+
+    struct sgd *s = calloc(1, sizeof *s);
+    if (!(o->state = s))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    s->momentum = (float)momentum;
+    s->dampening = (float)dampening;
+    s->nesterov = nesterov;
+    if (momentum > 0.0 &&
+        !(s->buf = cnn_optim_float_buffer(o, "momentum_buffer", err)))
+        return CNN_ERR_NOMEM;
     return CNN_OK;
 }
 
-static void sgd_step(struct cnn_optim *o, float *p, const float *grad, float lr)
+static void sgd_update(struct cnn_optim *o, float *p, const float *grad,
+                       size_t offset, size_t n, float lr, float wd)
 {
-    float wd = (float)o->cfg.weight_decay;
-    float mu = (float)o->cfg.momentum;
-    float damp = 1.0f - (float)o->cfg.dampening;
-    float *buf = o->state;          /* [n] momentum, NULL without it */
+    struct sgd *s = o->state;
+    float *buf = s->buf ? s->buf + offset : NULL;
+    float mu = s->momentum, damp = 1.0f - s->dampening;
     bool first = o->steps == 0;
 
-    for (size_t i = 0; i < o->n; i++) {
+    for (size_t i = 0; i < n; i++) {
         float g = grad[i] + wd * p[i];
         if (buf) {
             buf[i] = first ? g : mu * buf[i] + damp * g;
-            g = o->cfg.nesterov ? g + mu * buf[i] : buf[i];
+            g = s->nesterov ? g + mu * buf[i] : buf[i];
         }
         p[i] -= lr * g;
     }
 }
 
-static void sgd_destroy(struct cnn_optim *o)
-{
-    free(o->state);
-    o->state = NULL;
-}
-
 const struct cnn_optim_kind cnn_optim_sgd = {
     .name = "sgd",
     .create = sgd_create,
-    .step = sgd_step,
-    .destroy = sgd_destroy,
+    .update = sgd_update,
 };

@@ -7,14 +7,14 @@
 #include <math.h>
 
 static const char HEADER[] = "epoch,step,lr,train_loss,train_acc,test_loss,"
-                             "test_acc,images_per_s,elapsed_s\n";
+                             "test_acc,images_per_s,elapsed_s,grad_norm\n";
 
 struct cnn_metrics_row cnn_metrics_row_empty(long long epoch, long long step)
 {
     return (struct cnn_metrics_row){
         .epoch = epoch, .step = step, .lr = NAN, .train_loss = NAN,
         .train_acc = NAN, .test_loss = NAN, .test_acc = NAN,
-        .images_per_s = NAN, .elapsed_s = NAN,
+        .images_per_s = NAN, .elapsed_s = NAN, .grad_norm = NAN,
     };
 }
 
@@ -45,6 +45,7 @@ void cnn_metrics_write(FILE *f, const struct cnn_metrics_row *r)
     cell(f, r->test_acc, "%.6f");
     cell(f, r->images_per_s, "%.1f");
     cell(f, r->elapsed_s, "%.3f");
+    cell(f, r->grad_norm, "%.6g");
     fputc('\n', f);
     fflush(f);
 }
