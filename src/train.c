@@ -544,6 +544,8 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
                  cnn_optim_state_bytes(&s->optim), cnn_blas_threads(0),
                  opts->run_dir);
 
+    if (s->optim.note[0])
+        cnn_log_warn(log, "%s", s->optim.note);
     L.t0 = L.interval_t0 = cnn_now();
     st = loop_run(&L, res, err);
     res->steps = L.step;

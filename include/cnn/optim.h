@@ -68,11 +68,15 @@ struct cnn_optim {
                                     malloc'd struct, freed by optim */
     struct cnn_optim_buffer buffers[CNN_OPTIM_MAX_BUFFERS];
     int n_buffers;               /* filled by the kind's create */
+    char note[256];              /* keys of other kinds that were set
+                                    aside; empty when none */
 };
 
 /* Reads optimizer.name and the common keys (lr is read by the caller's
  * config), finds the kind, lets it read its own keys, then rejects
- * unknown keys. section may be NULL (plain SGD). groups are copied. */
+ * unknown keys; keys that belong to other kinds are ignored and named in
+ * o->note for the caller to show. section may be NULL (plain SGD).
+ * groups are copied. */
 enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
                                  const struct cnn_param_group *groups,
                                  int n_groups, size_t n, struct cnn_error *err);

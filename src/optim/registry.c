@@ -75,6 +75,39 @@ static enum cnn_status read_no_decay(struct cnn_node *section,
     return CNN_OK;
 }
 
+/* Keys some optimizer reads. Comparing optimizers from the shell swaps
+ * optimizer.name on one config, so a key of another kind (momentum when
+ * the name is now adam) is set aside with a note instead of failing the
+ * run; a key no optimizer knows is still an error. */
+static const char *const any_kind_keys[] = {
+    "momentum", "dampening", "nesterov", "betas", "eps", "alpha",
+    "centered", "lr_decay", "initial_accumulator",
+};
+
+static enum cnn_status set_aside_foreign_keys(struct cnn_optim *o,
+                                              struct cnn_node *section)
+{
+    char keys[160] = "";
+    size_t len = 0;
+    for (int i = 0; section && i < section->n_items; i++) {
+        struct cnn_node *c = section->items[i];
+        for (size_t k = 0;
+             !c->used && k < sizeof any_kind_keys / sizeof any_kind_keys[0];
+             k++) {
+            if (strcmp(c->key, any_kind_keys[k]) != 0)
+                continue;
+            c->used = true;
+            if (len < sizeof keys)
+                len += (size_t)snprintf(keys + len, sizeof keys - len,
+                                        "%s%s", len ? ", " : "", c->key);
+        }
+    }
+    if (len > 0)
+        snprintf(o->note, sizeof o->note, "optimizer %.20s does not use "
+                 "%.160s; ignored", o->name, keys);
+    return CNN_OK;
+}
+
 enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
                                  const struct cnn_param_group *groups,
                                  int n_groups, size_t n, struct cnn_error *err)
@@ -105,6 +138,8 @@ enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
     }
 
     enum cnn_status st = o->kind->create(o, section, err);
+    if (st == CNN_OK)
+        st = set_aside_foreign_keys(o, section);
     if (st == CNN_OK)
         st = cnn_node_check_unused(section, err);
     if (st != CNN_OK)
