@@ -1,8 +1,8 @@
 /*
- * safetensors writer and a strict reader for our own tensors. The reader
- * parses only the JSON this format allows (one object of objects with
- * string, integer-array and string-map values) and checks every offset
- * against the file size before touching data.
+ * safetensors writer and a strict reader. The reader parses only the JSON
+ * this format allows (one object of objects with string, integer-array
+ * and string-map values) and checks every tensor's byte range against
+ * the data before anyone touches it.
  */
 #include "cnn/safetensors.h"
 
@@ -104,28 +104,10 @@ void cnn_json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-struct header_ctx {
-    FILE *f;
-    size_t offset;
-};
-
-static void header_entry(void *ctx, const char *name, struct cnn_param *p)
-{
-    struct header_ctx *h = ctx;
-    fputc(',', h->f);
-    cnn_json_string(h->f, name);
-    fputs(":{\"dtype\":\"F32\",\"shape\":[", h->f);
-    for (int i = 0; i < p->ndim; i++)
-        fprintf(h->f, "%s%d", i ? "," : "", p->dims[i]);
-    size_t bytes = p->count * sizeof(float);
-    fprintf(h->f, "],\"data_offsets\":[%zu,%zu]}", h->offset,
-            h->offset + bytes);
-    h->offset += bytes;
-}
-
-enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
-                                     const struct cnn_meta *meta, int n_meta,
-                                     struct cnn_error *err)
+enum cnn_status cnn_safetensors_write(const char *path,
+                                      const struct cnn_tensor *t, int n,
+                                      const struct cnn_meta *meta, int n_meta,
+                                      struct cnn_error *err)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -144,8 +126,18 @@ enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
         cnn_json_string(f, meta[i].value);
     }
     fputc('}', f);
-    struct header_ctx h = {.f = f};
-    cnn_net_each_param(net, header_entry, &h);
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        fputc(',', f);
+        cnn_json_string(f, t[i].name);
+        fprintf(f, ":{\"dtype\":\"%s\",\"shape\":[", t[i].dtype);
+        for (int d = 0; d < t[i].ndim; d++)
+            fprintf(f, "%s%llu", d ? "," : "",
+                    (unsigned long long)t[i].dims[d]);
+        fprintf(f, "],\"data_offsets\":[%zu,%zu]}", offset,
+                offset + t[i].bytes);
+        offset += t[i].bytes;
+    }
     fputc('}', f);
 
     /* The data starts 8-byte aligned: pad the header with spaces. */
@@ -155,7 +147,8 @@ enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
         fflush(f);
     }
     uint64_t header_len = len - 8;
-    fwrite(net->params, sizeof(float), net->n_params, f);
+    for (int i = 0; i < n; i++)
+        fwrite(t[i].data, 1, t[i].bytes, f);
     if (fclose(f) != 0) {
         free(buf);
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
@@ -165,6 +158,68 @@ enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
 
     enum cnn_status st = cnn_write_atomic(path, buf, len, err);
     free(buf);
+    return st;
+}
+
+struct collect {
+    struct cnn_tensor *t;
+    char *names;
+    size_t name_cap, used;
+    int n, cap;
+};
+
+static void collect_param(void *ctx, const char *name, struct cnn_param *p)
+{
+    struct collect *c = ctx;
+    size_t len = strlen(name) + 1;
+    if (c->n >= c->cap || c->used + len > c->name_cap)
+        return;
+    char *dst = c->names + c->used;
+    memcpy(dst, name, len);
+    c->used += len;
+
+    struct cnn_tensor *t = &c->t[c->n++];
+    *t = (struct cnn_tensor){.name = dst, .dtype = "F32", .ndim = p->ndim,
+                             .data = p->data,
+                             .bytes = p->count * sizeof(float)};
+    for (int d = 0; d < p->ndim; d++)
+        t->dims[d] = (uint64_t)p->dims[d];
+}
+
+int cnn_net_tensors(struct cnn_net *net, struct cnn_tensor *t, char *names,
+                    size_t name_cap, int cap)
+{
+    struct collect c = {.t = t, .names = names, .name_cap = name_cap,
+                        .cap = cap};
+    cnn_net_each_param(net, collect_param, &c);
+    return c.n;
+}
+
+static int count_params(const struct cnn_net *net)
+{
+    int n = 0;
+    for (int i = 0; i < net->n_layers; i++)
+        n += net->layers[i].n_params;
+    return n;
+}
+
+enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
+                                     const struct cnn_meta *meta, int n_meta,
+                                     struct cnn_error *err)
+{
+    int cap = count_params(net);
+    size_t name_cap = (size_t)cap * 160 + 1;
+    struct cnn_tensor *t = malloc((size_t)(cap ? cap : 1) * sizeof *t);
+    char *names = malloc(name_cap);
+    enum cnn_status st;
+    if (!t || !names) {
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    } else {
+        int n = cnn_net_tensors(net, t, names, name_cap, cap);
+        st = cnn_safetensors_write(path, t, n, meta, n_meta, err);
+    }
+    free(t);
+    free(names);
     return st;
 }
 
@@ -190,42 +245,79 @@ static bool expect(struct json *j, char c)
     return false;
 }
 
-/* Reads a JSON string into out (escapes decoded; \u beyond ASCII kept as
- * '?', which is enough for names and metadata we only compare). */
-static bool read_string(struct json *j, char *out, size_t cap)
+static size_t put_utf8(char *out, unsigned v)
 {
+    if (v < 0x80) {
+        out[0] = (char)v;
+        return 1;
+    }
+    if (v < 0x800) {
+        out[0] = (char)(0xc0 | v >> 6);
+        out[1] = (char)(0x80 | (v & 0x3f));
+        return 2;
+    }
+    out[0] = (char)(0xe0 | v >> 12);
+    out[1] = (char)(0x80 | ((v >> 6) & 0x3f));
+    out[2] = (char)(0x80 | (v & 0x3f));
+    return 3;
+}
+
+/* Reads a JSON string into a malloc'd, decoded copy (*out, may be NULL
+ * to skip). Surrogate pairs become '?': names and metadata we write are
+ * never outside the basic plane. */
+static bool read_string(struct json *j, char **out)
+{
+    if (out)
+        *out = NULL;
     if (!expect(j, '"'))
         return false;
-    size_t n = 0;
+    const char *start = j->p;
     while (j->p < j->end && *j->p != '"') {
-        char c = *j->p++;
-        if (c == '\\') {
-            if (j->p >= j->end)
-                return false;
-            c = *j->p++;
-            if (c == 'n')
-                c = '\n';
-            else if (c == 't')
-                c = '\t';
-            else if (c == 'u') {
-                if (j->end - j->p < 4)
-                    return false;
-                unsigned v;
-                char hex[5] = {j->p[0], j->p[1], j->p[2], j->p[3], 0};
-                if (sscanf(hex, "%4x", &v) != 1)
-                    return false;
-                j->p += 4;
-                c = v < 0x80 ? (char)v : '?';
-            } else if (!strchr("\"\\/bfr", c)) {
+        if (*j->p == '\\' && j->p + 1 < j->end)
+            j->p++;
+        j->p++;
+    }
+    if (j->p >= j->end)
+        return false;
+    size_t raw = (size_t)(j->p - start);
+    j->p++;
+    if (!out)
+        return true;
+
+    char *dst = malloc(raw * 3 + 1);    /* \uXXXX (6) -> at most 3 bytes */
+    if (!dst)
+        return false;
+    size_t n = 0;
+    for (const char *p = start; p < start + raw; p++) {
+        if (*p != '\\') {
+            dst[n++] = *p;
+            continue;
+        }
+        char c = *++p;
+        unsigned v;
+        switch (c) {
+        case 'n': dst[n++] = '\n'; break;
+        case 't': dst[n++] = '\t'; break;
+        case 'r': dst[n++] = '\r'; break;
+        case 'b': dst[n++] = '\b'; break;
+        case 'f': dst[n++] = '\f'; break;
+        case '"': case '\\': case '/': dst[n++] = c; break;
+        case 'u':
+            if (start + raw - p < 5 || sscanf(p + 1, "%4x", &v) != 1) {
+                free(dst);
                 return false;
             }
+            p += 4;
+            n += put_utf8(dst + n, v >= 0xd800 && v < 0xe000 ? '?' : v);
+            break;
+        default:
+            free(dst);
+            return false;
         }
-        if (out && n + 1 < cap)
-            out[n++] = c;
     }
-    if (out && cap)
-        out[n] = '\0';
-    return expect(j, '"');
+    dst[n] = '\0';
+    *out = dst;
+    return true;
 }
 
 static bool read_uint(struct json *j, uint64_t *v)
@@ -256,182 +348,323 @@ static bool read_uint_list(struct json *j, uint64_t *v, int cap, int *n)
     return expect(j, ']');
 }
 
-struct tensor_info {
-    char name[160];
-    char dtype[16];
-    uint64_t shape[8];
-    int ndim;
-    uint64_t begin, end;
-};
-
-static bool read_tensor(struct json *j, struct tensor_info *t)
+static size_t dtype_size(const char *dtype)
 {
-    int n_off = 0;
-    uint64_t off[2];
-    bool have_dtype = false, have_shape = false;
-    if (!expect(j, '{'))
-        return false;
-    do {
-        char key[32];
-        if (!read_string(j, key, sizeof key) || !expect(j, ':'))
-            return false;
-        if (strcmp(key, "dtype") == 0) {
-            have_dtype = read_string(j, t->dtype, sizeof t->dtype);
-            if (!have_dtype)
-                return false;
-        } else if (strcmp(key, "shape") == 0) {
-            have_shape = read_uint_list(j, t->shape, 8, &t->ndim);
-            if (!have_shape)
-                return false;
-        } else if (strcmp(key, "data_offsets") == 0) {
-            if (!read_uint_list(j, off, 2, &n_off) || n_off != 2)
-                return false;
-        } else {
-            return false;
-        }
-    } while (expect(j, ','));
-    t->begin = off[0];
-    t->end = off[1];
-    return expect(j, '}') && have_dtype && have_shape && n_off == 2;
+    static const struct {
+        const char *name;
+        size_t size;
+    } types[] = {
+        {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8},
+        {"I32", 4}, {"I16", 2}, {"I8", 1}, {"U64", 8}, {"U32", 4},
+        {"U16", 2}, {"U8", 1}, {"BOOL", 1},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(types[i].name, dtype) == 0)
+            return types[i].size;
+    return 0;
 }
 
-static bool skip_metadata(struct json *j)
+/* One tensor entry; on success t->name and t->dtype are malloc'd. */
+static bool read_tensor(struct json *j, struct cnn_tensor *t,
+                        uint64_t off[2])
+{
+    int n_off = 0;
+    char *dtype = NULL;
+    bool have_shape = false, ok = expect(j, '{');
+    while (ok) {
+        char *key = NULL;
+        ok = read_string(j, &key) && expect(j, ':');
+        if (ok && strcmp(key, "dtype") == 0 && !dtype)
+            ok = read_string(j, &dtype);
+        else if (ok && strcmp(key, "shape") == 0 && !have_shape)
+            ok = have_shape = read_uint_list(j, t->dims, CNN_TENSOR_MAX_DIMS,
+                                             &t->ndim);
+        else if (ok && strcmp(key, "data_offsets") == 0 && !n_off)
+            ok = read_uint_list(j, off, 2, &n_off) && n_off == 2;
+        else
+            ok = false;
+        free(key);
+        if (!expect(j, ','))
+            break;
+    }
+    ok = ok && expect(j, '}') && dtype && have_shape && n_off == 2;
+    if (!ok)
+        free(dtype);
+    else
+        t->dtype = dtype;
+    return ok;
+}
+
+static bool read_metadata(struct json *j, struct cnn_st_file *f)
 {
     if (!expect(j, '{'))
         return false;
     if (expect(j, '}'))
         return true;
     do {
-        if (!read_string(j, NULL, 0) || !expect(j, ':') ||
-            !read_string(j, NULL, 0))
+        char *k = NULL, *v = NULL;
+        if (!read_string(j, &k) || !expect(j, ':') || !read_string(j, &v)) {
+            free(k);
+            free(v);
             return false;
+        }
+        char **ks = realloc(f->meta_keys, (size_t)(f->n_meta + 1) * sizeof *ks);
+        if (ks)
+            f->meta_keys = ks;
+        char **vs = realloc(f->meta_values,
+                            (size_t)(f->n_meta + 1) * sizeof *vs);
+        if (vs)
+            f->meta_values = vs;
+        if (!ks || !vs) {
+            free(k);
+            free(v);
+            return false;
+        }
+        f->meta_keys[f->n_meta] = k;
+        f->meta_values[f->n_meta++] = v;
     } while (expect(j, ','));
     return expect(j, '}');
 }
 
-struct find_ctx {
-    const struct tensor_info *t;
-    struct cnn_param *found;
-};
-
-static void find_param(void *ctx, const char *name, struct cnn_param *p)
+static enum cnn_status add_tensor(struct cnn_st_file *f, struct cnn_tensor *t,
+                                  const uint64_t off[2], const char *data,
+                                  uint64_t data_len, struct cnn_error *err)
 {
-    struct find_ctx *f = ctx;
-    if (strcmp(name, f->t->name) == 0)
-        f->found = p;
-}
+    uint64_t count = 1;
+    for (int d = 0; d < t->ndim; d++)
+        count = t->dims[d] && count > UINT64_MAX / t->dims[d] ? 0
+                                                               : count * t->dims[d];
+    size_t esize = dtype_size(t->dtype);
+    const char *why = NULL;
+    if (cnn_st_find(f, t->name))
+        why = "appears twice";
+    else if (!esize)
+        why = "has an unknown dtype";
+    else if (off[1] < off[0] || off[1] > data_len ||
+             off[1] - off[0] != count * esize)
+        why = "has data offsets that do not fit its shape or the file";
+    if (why)
+        return cnn_error_at(err, CNN_ERR_DATA, f->path, "tensor '%s' %s",
+                            t->name, why);
 
-static enum cnn_status check_and_copy(const char *path, struct cnn_net *net,
-                                      const struct tensor_info *t,
-                                      const char *data, uint64_t data_len,
-                                      struct cnn_error *err)
-{
-    struct find_ctx f = {.t = t};
-    cnn_net_each_param(net, find_param, &f);
-    if (!f.found)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "tensor '%s' is not in "
-                            "the model", t->name);
-    struct cnn_param *p = f.found;
-    bool same = strcmp(t->dtype, "F32") == 0 && t->ndim == p->ndim;
-    for (int i = 0; same && i < p->ndim; i++)
-        same = t->shape[i] == (uint64_t)p->dims[i];
-    if (!same)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "tensor '%s' differs "
-                            "from the model (dtype %s, %d dims)", t->name,
-                            t->dtype, t->ndim);
-    if (t->end < t->begin || t->end > data_len ||
-        t->end - t->begin != p->count * sizeof(float))
-        return cnn_error_at(err, CNN_ERR_DATA, path, "tensor '%s' has bad "
-                            "data offsets [%llu, %llu]", t->name,
-                            (unsigned long long)t->begin,
-                            (unsigned long long)t->end);
-    memcpy(p->data, data + t->begin, p->count * sizeof(float));
+    struct cnn_tensor *ts = realloc(f->tensors,
+                                    (size_t)(f->n_tensors + 1) * sizeof *ts);
+    if (!ts)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    f->tensors = ts;
+    t->data = data + off[0];
+    t->bytes = (size_t)(off[1] - off[0]);
+    ts[f->n_tensors++] = *t;
     return CNN_OK;
 }
 
-static enum cnn_status parse_header(const char *path, struct cnn_net *net,
-                                    const char *hdr, uint64_t hdr_len,
-                                    const char *data, uint64_t data_len,
-                                    struct cnn_error *err)
+static enum cnn_status parse_header(struct cnn_st_file *f, const char *hdr,
+                                    uint64_t hdr_len, const char *data,
+                                    uint64_t data_len, struct cnn_error *err)
 {
     struct json j = {hdr, hdr + hdr_len};
-    int loaded = 0, wanted = 0;
-    for (int i = 0; i < net->n_layers; i++)
-        wanted += net->layers[i].n_params;
-
     if (!expect(&j, '{'))
         goto bad;
     if (expect(&j, '}'))
-        goto done;
+        return CNN_OK;
     do {
-        struct tensor_info t = {0};
-        if (!read_string(&j, t.name, sizeof t.name) || !expect(&j, ':'))
+        char *name = NULL;
+        if (!read_string(&j, &name) || !expect(&j, ':')) {
+            free(name);
             goto bad;
-        if (strcmp(t.name, "__metadata__") == 0) {
-            if (!skip_metadata(&j))
+        }
+        if (strcmp(name, "__metadata__") == 0) {
+            free(name);
+            if (!read_metadata(&j, f))
                 goto bad;
             continue;
         }
-        if (!read_tensor(&j, &t))
+        struct cnn_tensor t = {.name = name};
+        uint64_t off[2];
+        if (!read_tensor(&j, &t, off)) {
+            free(name);
             goto bad;
-        enum cnn_status st = check_and_copy(path, net, &t, data, data_len, err);
-        if (st != CNN_OK)
+        }
+        enum cnn_status st = add_tensor(f, &t, off, data, data_len, err);
+        if (st != CNN_OK) {
+            free(name);
+            free((char *)t.dtype);
             return st;
-        loaded++;
+        }
     } while (expect(&j, ','));
-    if (!expect(&j, '}'))
-        goto bad;
-done:
-    if (loaded != wanted)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "has %d of the model's "
-                            "%d tensors", loaded, wanted);
-    return CNN_OK;
+    if (expect(&j, '}'))
+        return CNN_OK;
 bad:
-    return cnn_error_at(err, CNN_ERR_DATA, path, "malformed safetensors "
+    return cnn_error_at(err, CNN_ERR_DATA, f->path, "malformed safetensors "
                         "header near byte %td", j.p - hdr + 8);
+}
+
+enum cnn_status cnn_st_open(struct cnn_st_file *f, const char *path,
+                            struct cnn_error *err)
+{
+    memset(f, 0, sizeof *f);
+    if (!(f->path = strdup(path)))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    FILE *in = fopen(path, "rb");
+    if (!in) {
+        cnn_error_at(err, CNN_ERR_DATA, path, "cannot open: %s",
+                     strerror(errno));
+        cnn_st_close(f);
+        return CNN_ERR_DATA;
+    }
+
+    enum cnn_status st = CNN_OK;
+    uint64_t hdr_len = 0;
+    long size = -1;
+    if (fseek(in, 0, SEEK_END) == 0)
+        size = ftell(in);
+    rewind(in);
+    if (size < 8) {
+        st = cnn_error_at(err, CNN_ERR_DATA, path, "too short for safetensors "
+                          "(%ld bytes)", size);
+        goto out;
+    }
+    f->size = (size_t)size;
+    if (!(f->buf = malloc(f->size))) {
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (fread(f->buf, 1, f->size, in) != f->size) {
+        st = cnn_error_at(err, CNN_ERR_DATA, path, "read error");
+        goto out;
+    }
+    for (int i = 0; i < 8; i++)
+        hdr_len |= (uint64_t)(unsigned char)f->buf[i] << (8 * i);
+    if (hdr_len > MAX_HEADER || hdr_len > f->size - 8) {
+        st = cnn_error_at(err, CNN_ERR_DATA, path, "header length %llu does "
+                          "not fit the file (%zu bytes)",
+                          (unsigned long long)hdr_len, f->size);
+        goto out;
+    }
+    st = parse_header(f, f->buf + 8, hdr_len, f->buf + 8 + hdr_len,
+                      f->size - 8 - hdr_len, err);
+out:
+    fclose(in);
+    if (st != CNN_OK)
+        cnn_st_close(f);
+    return st;
+}
+
+const struct cnn_tensor *cnn_st_find(const struct cnn_st_file *f,
+                                     const char *name)
+{
+    for (int i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0)
+            return &f->tensors[i];
+    return NULL;
+}
+
+const char *cnn_st_meta(const struct cnn_st_file *f, const char *key)
+{
+    for (int i = 0; i < f->n_meta; i++)
+        if (strcmp(f->meta_keys[i], key) == 0)
+            return f->meta_values[i];
+    return NULL;
+}
+
+void cnn_st_close(struct cnn_st_file *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->n_tensors; i++) {
+        free((char *)f->tensors[i].name);
+        free((char *)f->tensors[i].dtype);
+    }
+    for (int i = 0; i < f->n_meta; i++) {
+        free(f->meta_keys[i]);
+        free(f->meta_values[i]);
+    }
+    free(f->tensors);
+    free(f->meta_keys);
+    free(f->meta_values);
+    free(f->buf);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+struct load_ctx {
+    const struct cnn_st_file *f;
+    struct cnn_error *err;
+    enum cnn_status st;
+};
+
+static void load_param(void *ctx, const char *name, struct cnn_param *p)
+{
+    struct load_ctx *c = ctx;
+    if (c->st != CNN_OK)
+        return;
+    const struct cnn_tensor *t = cnn_st_find(c->f, name);
+    if (!t) {
+        c->st = cnn_error_at(c->err, CNN_ERR_DATA, c->f->path, "tensor '%s' "
+                             "of the model is missing", name);
+        return;
+    }
+    bool same = strcmp(t->dtype, "F32") == 0 && t->ndim == p->ndim;
+    for (int d = 0; same && d < p->ndim; d++)
+        same = t->dims[d] == (uint64_t)p->dims[d];
+    if (!same) {
+        char want[64] = "", got[64] = "";
+        for (int d = 0; d < p->ndim; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d",
+                     d ? "x" : "", p->dims[d]);
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu",
+                     d ? "x" : "", (unsigned long long)t->dims[d]);
+        c->st = cnn_error_at(c->err, CNN_ERR_DATA, c->f->path, "tensor '%s' "
+                             "is %s %s in the file but F32 %s in the model",
+                             name, t->dtype, got, want);
+        return;
+    }
+    memcpy(p->data, t->data, t->bytes);
+}
+
+enum cnn_status cnn_st_load_net(const struct cnn_st_file *f,
+                                struct cnn_net *net, bool strict,
+                                struct cnn_error *err)
+{
+    struct load_ctx c = {.f = f, .err = err, .st = CNN_OK};
+    cnn_net_each_param(net, load_param, &c);
+    if (c.st != CNN_OK || !strict)
+        return c.st;
+
+    int cap = count_params(net);
+    size_t name_cap = (size_t)cap * 160 + 1;
+    struct cnn_tensor *t = malloc((size_t)(cap ? cap : 1) * sizeof *t);
+    char *names = malloc(name_cap);
+    if (!t || !names) {
+        free(t);
+        free(names);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
+    int n = cnn_net_tensors(net, t, names, name_cap, cap);
+    for (int i = 0; i < f->n_tensors && c.st == CNN_OK; i++) {
+        const char *name = f->tensors[i].name;
+        if (strncmp(name, "optim.", 6) == 0 || strncmp(name, "state.", 6) == 0)
+            continue;
+        bool found = false;
+        for (int k = 0; k < n && !found; k++)
+            found = strcmp(t[k].name, name) == 0;
+        if (!found)
+            c.st = cnn_error_at(err, CNN_ERR_DATA, f->path, "tensor '%s' is "
+                                "not in the model", name);
+    }
+    free(t);
+    free(names);
+    return c.st;
 }
 
 enum cnn_status cnn_safetensors_load(const char *path, struct cnn_net *net,
                                      struct cnn_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "cannot open: %s",
-                            strerror(errno));
-
-    char *buf = NULL;
-    enum cnn_status st = CNN_OK;
-    uint8_t lenb[8];
-    uint64_t hdr_len = 0;
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        size = ftell(f);
-    rewind(f);
-    if (size < 8 || fread(lenb, 1, 8, f) != 8) {
-        st = cnn_error_at(err, CNN_ERR_DATA, path, "too short for safetensors");
-        goto out;
-    }
-    for (int i = 0; i < 8; i++)
-        hdr_len |= (uint64_t)lenb[i] << (8 * i);
-    if (hdr_len > MAX_HEADER || hdr_len > (uint64_t)size - 8) {
-        st = cnn_error_at(err, CNN_ERR_DATA, path, "header length %llu does "
-                          "not fit the file (%ld bytes)",
-                          (unsigned long long)hdr_len, size);
-        goto out;
-    }
-    buf = malloc((size_t)size - 8);
-    if (!buf) {
-        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    if (fread(buf, 1, (size_t)size - 8, f) != (size_t)size - 8) {
-        st = cnn_error_at(err, CNN_ERR_DATA, path, "read error");
-        goto out;
-    }
-    st = parse_header(path, net, buf, hdr_len, buf + hdr_len,
-                      (uint64_t)size - 8 - hdr_len, err);
-out:
-    free(buf);
-    fclose(f);
+    struct cnn_st_file f;
+    enum cnn_status st = cnn_st_open(&f, path, err);
+    if (st == CNN_OK)
+        st = cnn_st_load_net(&f, net, true, err);
+    cnn_st_close(&f);
     return st;
 }

@@ -174,15 +174,40 @@ static void change_shape(unsigned char *buf, size_t *n)
     p[1] = '4';
 }
 
+static void duplicate_name(unsigned char *buf, size_t *n)
+{
+    /* "head.weight" -> "head.bias"  : same length, JSON spaces allowed. */
+    char *p = strstr((char *)buf + 8, "\"head.weight\"");
+    assert_non_null(p);
+    memcpy(p, "\"head.bias\"  ", 13);
+}
+
+static void bad_dtype(unsigned char *buf, size_t *n)
+{
+    char *p = strstr((char *)buf + 8, "F32");
+    assert_non_null(p);
+    memcpy(p, "X32", 3);
+}
+
+static void bad_escape(unsigned char *buf, size_t *n)
+{
+    char *p = strstr((char *)buf + 8, "head.weight");
+    assert_non_null(p);
+    memcpy(p, "he\\qd", 5);
+}
+
 static void test_broken_files(void **state)
 {
-    expect_refused(cut_data, "bad data offsets");
+    expect_refused(cut_data, "data offsets");
     expect_refused(cut_header, "does not fit");
     expect_refused(cut_all, "too short");
     expect_refused(huge_length, "does not fit");
     expect_refused(garbage_json, "malformed");
-    expect_refused(rename_tensor, "tail.weight");
+    expect_refused(rename_tensor, "head.weight");
     expect_refused(change_shape, "head.weight");
+    expect_refused(duplicate_name, "appears twice");
+    expect_refused(bad_dtype, "unknown dtype");
+    expect_refused(bad_escape, "malformed");
 }
 
 static void test_missing_file(void **state)
