@@ -128,8 +128,8 @@ static void test_registry_refusals(void **state)
 {
     expect_error("{name: sdg}", CNN_ERR_CONFIG, "unknown optimizer 'sdg'",
                  "sgd");
-    expect_error("{name: adam, momentum: 0.9}", CNN_ERR_CONFIG,
-                 "unknown key 'momentum'", NULL);
+    expect_error("{name: adam, gamma: 0.9}", CNN_ERR_CONFIG,
+                 "unknown key 'gamma'", NULL);
     expect_error("{name: adam, betas: [0.9, 1.0]}", CNN_ERR_CONFIG,
                  "must be between", NULL);
     expect_error("{name: adam, betas: 0.9}", CNN_ERR_CONFIG,
@@ -140,6 +140,25 @@ static void test_registry_refusals(void **state)
                  "unknown key 'momentun'", "momentum");
     expect_error("{name: sgd, no_decay: [bias, gamma]}", CNN_ERR_CONFIG,
                  "unknown parameter kind", NULL);
+}
+
+static void test_foreign_keys_set_aside(void **state)
+{
+    /* A config made for sgd, switched to adam from the command line. */
+    struct cnn_optim o;
+    struct cnn_config cfg;
+    struct cnn_error err = {0};
+    assert_int_equal(make(&o, &cfg, "{name: adam, momentum: 0.9, nesterov: "
+                          "true}", 2, &err), CNN_OK);
+    assert_non_null(strstr(o.note, "adam does not use momentum, nesterov"));
+    cnn_optim_free(&o);
+    cnn_config_free(&cfg);
+
+    assert_int_equal(make(&o, &cfg, "{name: sgd, momentum: 0.9}", 2, &err),
+                     CNN_OK);
+    assert_string_equal(o.note, "");
+    cnn_optim_free(&o);
+    cnn_config_free(&cfg);
 }
 
 static void test_state_bytes(void **state)
@@ -247,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_adam_first_step),
         cmocka_unit_test(test_lion_first_step),
         cmocka_unit_test(test_registry_refusals),
+        cmocka_unit_test(test_foreign_keys_set_aside),
         cmocka_unit_test(test_state_bytes),
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_onecycle),
