@@ -81,9 +81,11 @@ enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
                                  const struct cnn_param_group *groups,
                                  int n_groups, size_t n, struct cnn_error *err);
 
-/* Clips grads in place (by value, then by global L2 norm, as configured)
- * and applies one update at learning rate lr. Returns the gradient's
- * global L2 norm before clipping. */
+/* Clips grads in place (by value, then by global L2 norm, as configured,
+ * PyTorch's order) and applies one update at learning rate lr. Returns
+ * the global L2 norm after value clipping, before norm clipping. When
+ * that norm is not finite, nothing is updated and steps stays put: the
+ * caller decides (training.on_nan). */
 double cnn_optim_step(struct cnn_optim *o, float *params, float *grads,
                       float lr);
 

@@ -57,15 +57,17 @@ static void adam_update(struct cnn_optim *o, float *p, const float *grad,
     double t = (double)(o->steps + 1);
     float step = (float)(lr / (1.0 - pow(s->b1, t)));
     float bc2_sqrt = (float)sqrt(1.0 - pow(s->b2, t));
+    /* 1 - beta in double, then rounded, as PyTorch computes it. */
     float b1 = (float)s->b1, b2 = (float)s->b2, eps = (float)s->eps;
+    float c1 = (float)(1.0 - s->b1), c2 = (float)(1.0 - s->b2);
     float shrink = s->decoupled ? 1.0f - lr * wd : 1.0f;
     float coupled = s->decoupled ? 0.0f : wd;
 
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] + coupled * p[i];
         p[i] *= shrink;
-        m[i] = b1 * m[i] + (1.0f - b1) * g;
-        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+        m[i] = b1 * m[i] + c1 * g;
+        v[i] = b2 * v[i] + c2 * g * g;
         p[i] -= step * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
     }
 }

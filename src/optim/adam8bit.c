@@ -112,6 +112,7 @@ static void adam8_update(struct cnn_optim *o, float *p, const float *grad,
     float step = (float)(lr / (1.0 - pow(s->b1, t)));
     float bc2_sqrt = (float)sqrt(1.0 - pow(s->b2, t));
     float b1 = (float)s->b1, b2 = (float)s->b2, eps = (float)s->eps;
+    float c1 = (float)(1.0 - s->b1), c2 = (float)(1.0 - s->b2);
 
     for (size_t start = 0; start < n; start += BLOCK) {
         size_t len = n - start < BLOCK ? n - start : BLOCK;
@@ -122,8 +123,8 @@ static void adam8_update(struct cnn_optim *o, float *p, const float *grad,
 
         for (size_t i = 0; i < len; i++) {
             float g = grad[start + i] + wd * p[start + i];
-            m[i] = b1 * decode_m(mc[i], s->m_scale[b]) + (1.0f - b1) * g;
-            v[i] = b2 * decode_v(vc[i], s->v_scale[b]) + (1.0f - b2) * g * g;
+            m[i] = b1 * decode_m(mc[i], s->m_scale[b]) + c1 * g;
+            v[i] = b2 * decode_v(vc[i], s->v_scale[b]) + c2 * g * g;
             p[start + i] -= step * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
             m_max = fmaxf(m_max, fabsf(m[i]));
             v_max = fmaxf(v_max, v[i]);

@@ -38,13 +38,14 @@ static void lion_update(struct cnn_optim *o, float *p, const float *grad,
     struct lion *s = o->state;
     float *m = s->m + offset;
     float b1 = (float)s->b1, b2 = (float)s->b2;
+    float c1 = (float)(1.0 - s->b1), c2 = (float)(1.0 - s->b2);
     float shrink = 1.0f - lr * wd;
 
     for (size_t i = 0; i < n; i++) {
-        float c = b1 * m[i] + (1.0f - b1) * grad[i];
+        float c = b1 * m[i] + c1 * grad[i];
         float sign = (float)((c > 0.0f) - (c < 0.0f));
         p[i] = p[i] * shrink - lr * sign;
-        m[i] = b2 * m[i] + (1.0f - b2) * grad[i];
+        m[i] = b2 * m[i] + c2 * grad[i];
     }
 }
 

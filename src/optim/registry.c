@@ -177,6 +177,8 @@ double cnn_optim_step(struct cnn_optim *o, float *params, float *grads,
                       float lr)
 {
     double norm = clip(o, grads);
+    if (!isfinite(norm))
+        return norm;
     for (int k = 0; k < o->n_groups; k++) {
         const struct cnn_param_group *grp = &o->groups[k];
         if (grp->frozen || grp->lr_scale == 0.0f)

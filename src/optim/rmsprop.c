@@ -18,7 +18,7 @@
 #include <stdlib.h>
 
 struct rmsprop {
-    float alpha, eps, momentum;
+    float alpha, one_minus_alpha, eps, momentum;
     float *v;                   /* [n] running mean of g^2 */
     float *a;                   /* [n] running mean of g; centered only */
     float *b;                   /* [n] momentum buffer; momentum only */
@@ -41,6 +41,7 @@ static enum cnn_status rmsprop_create(struct cnn_optim *o,
     if (!(o->state = s))
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     s->alpha = (float)alpha;
+    s->one_minus_alpha = (float)(1.0 - alpha);
     s->eps = (float)eps;
     s->momentum = (float)momentum;
     if (!(s->v = cnn_optim_float_buffer(o, "square_avg", err)) ||
@@ -58,14 +59,14 @@ static void rmsprop_update(struct cnn_optim *o, float *p, const float *grad,
     float *v = s->v + offset;
     float *a = s->a ? s->a + offset : NULL;
     float *b = s->b ? s->b + offset : NULL;
-    float alpha = s->alpha;
+    float alpha = s->alpha, c = s->one_minus_alpha;
 
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] + wd * p[i];
-        v[i] = alpha * v[i] + (1.0f - alpha) * g * g;
+        v[i] = alpha * v[i] + c * g * g;
         float d;
         if (a) {
-            a[i] = alpha * a[i] + (1.0f - alpha) * g;
+            a[i] = alpha * a[i] + c * g;
             d = sqrtf(v[i] - a[i] * a[i]) + s->eps;
         } else {
             d = sqrtf(v[i]) + s->eps;

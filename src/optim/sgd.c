@@ -15,7 +15,7 @@
 #include <stdlib.h>
 
 struct sgd {
-    float momentum, dampening;
+    float momentum, one_minus_dampening;
     bool nesterov;
     float *buf;                 /* [n] momentum buffer; NULL without */
 };
@@ -37,7 +37,7 @@ static enum cnn_status sgd_create(struct cnn_optim *o, struct cnn_node *args,
     if (!(o->state = s))
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     s->momentum = (float)momentum;
-    s->dampening = (float)dampening;
+    s->one_minus_dampening = (float)(1.0 - dampening);
     s->nesterov = nesterov;
     if (momentum > 0.0 &&
         !(s->buf = cnn_optim_float_buffer(o, "momentum_buffer", err)))
@@ -50,7 +50,7 @@ static void sgd_update(struct cnn_optim *o, float *p, const float *grad,
 {
     struct sgd *s = o->state;
     float *buf = s->buf ? s->buf + offset : NULL;
-    float mu = s->momentum, damp = 1.0f - s->dampening;
+    float mu = s->momentum, damp = s->one_minus_dampening;
     bool first = o->steps == 0;
 
     for (size_t i = 0; i < n; i++) {
