@@ -9,6 +9,7 @@
 #include "cnn/config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -722,6 +723,73 @@ static enum cnn_status resolve_schedule(struct cnn_config *cfg,
     return cnn_node_check_unused(n, err);
 }
 
+/* "90", "90s", "45m", "2h", "1h30m", "1d": seconds. */
+static bool parse_duration(const char *text, double *out)
+{
+    const char *p = text;
+    double total = 0;
+    bool any = false;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || v < 0 || !isfinite(v))
+            return false;
+        double unit = 1;
+        switch (*end) {
+        case 'd': unit = 86400; end++; break;
+        case 'h': unit = 3600; end++; break;
+        case 'm': unit = 60; end++; break;
+        case 's': end++; break;
+        case '\0': break;
+        default: return false;
+        }
+        total += v * unit;
+        any = true;
+        p = end;
+    }
+    *out = total;
+    return any;
+}
+
+static enum cnn_status read_duration(struct cnn_node *map, const char *key,
+                                     double *out, struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(map, key);
+    *out = 0;
+    if (!n || cnn_node_is_null(n))
+        return CNN_OK;
+    if (n->kind != CNN_NODE_SCALAR || !parse_duration(n->value, out))
+        return cnn_node_error(err, n, "expected a duration such as 90s, "
+                              "45m, 2h or 1h30m");
+    return CNN_OK;
+}
+
+static const char *const metric_names[] = {
+    [CNN_METRIC_TEST_LOSS] = "test_loss",
+    [CNN_METRIC_TEST_ACC] = "test_acc",
+    [CNN_METRIC_TRAIN_LOSS] = "train_loss",
+    NULL,
+};
+
+static enum cnn_status read_early_stopping(struct cnn_training_config *t,
+                                           struct cnn_node *n,
+                                           struct cnn_error *err)
+{
+    struct cnn_node *es = cnn_node_get(n, "early_stopping");
+    int metric;
+    t->early_stopping = es && !cnn_node_is_null(es);
+    if (!t->early_stopping)
+        return CNN_OK;
+    if (cnn_node_expect_map(es, err) ||
+        cnn_read_choice(es, "metric", metric_names, CNN_METRIC_TEST_LOSS,
+                        &metric, err) ||
+        cnn_read_int(es, "patience", 5, 0, 1 << 20, &t->patience, err) ||
+        cnn_read_float(es, "min_delta", 0.0, 0.0, 1e9, &t->min_delta, err))
+        return CNN_ERR_CONFIG;
+    t->stop_metric = (enum cnn_metric)metric;
+    return cnn_node_check_unused(es, err);
+}
+
 static enum cnn_status resolve_training(struct cnn_config *cfg,
                                         struct cnn_error *err)
 {
@@ -731,16 +799,31 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
         return CNN_ERR_CONFIG;
 
     static const char *const losses[] = {"cross_entropy", "mse", NULL};
-    int loss;
+    static const char *const on_nan[] = {"stop", "skip", "rollback", NULL};
+    int loss, nan_rule, best;
     if (cnn_read_int(n, "epochs", 10, 1, 1000000, &t->epochs, err) ||
         cnn_read_int(n, "batch_size", 64, 1, 65536, &t->batch_size, err) ||
         cnn_read_int(n, "max_steps", 0, 0, 1LL << 40, &t->max_steps, err) ||
         cnn_read_int(n, "log_every", 50, 1, 1LL << 30, &t->log_every, err) ||
         cnn_read_int(n, "threads", 0, 0, 1024, &t->threads, err) ||
         cnn_read_int(n, "accumulate", 1, 1, 1 << 20, &t->accumulate, err) ||
-        cnn_read_choice(n, "loss", losses, 0, &loss, err))
+        cnn_read_choice(n, "loss", losses, 0, &loss, err) ||
+        cnn_read_int(n, "checkpoint_every", 500, 0, 1LL << 40,
+                     &t->checkpoint_every, err) ||
+        cnn_read_int(n, "keep_checkpoints", 2, 1, 1000, &t->keep_checkpoints,
+                     err) ||
+        read_duration(n, "max_time", &t->max_time, err) ||
+        cnn_read_choice(n, "on_nan", on_nan, CNN_ON_NAN_STOP, &nan_rule,
+                        err) ||
+        cnn_read_int(n, "max_rollbacks", 3, 0, 1000, &t->max_rollbacks,
+                     err) ||
+        cnn_read_choice(n, "best_metric", metric_names, CNN_METRIC_TEST_ACC,
+                        &best, err) ||
+        read_early_stopping(t, n, err))
         return CNN_ERR_CONFIG;
     t->loss = (enum cnn_loss_kind)loss;
+    t->on_nan = (enum cnn_on_nan)nan_rule;
+    t->best_metric = (enum cnn_metric)best;
     return cnn_node_check_unused(n, err);
 }
 
@@ -847,6 +930,68 @@ char *cnn_config_emit_string(const struct cnn_config *cfg)
         return NULL;
     }
     return buf;
+}
+
+/* Leaves of a tree: scalars and empty collections, with their paths. */
+struct leaves {
+    const struct cnn_node **items;
+    int n, cap;
+};
+
+static void collect_leaves(const struct cnn_node *n, struct leaves *l)
+{
+    if (n->kind == CNN_NODE_SCALAR || n->n_items == 0) {
+        if (l->n == l->cap) {
+            int cap = l->cap ? 2 * l->cap : 64;
+            const struct cnn_node **items = realloc(l->items,
+                                                    (size_t)cap * sizeof *items);
+            if (!items)
+                return;
+            l->items = items;
+            l->cap = cap;
+        }
+        l->items[l->n++] = n;
+        return;
+    }
+    for (int i = 0; i < n->n_items; i++)
+        collect_leaves(n->items[i], l);
+}
+
+static const char *leaf_text(const struct cnn_node *n)
+{
+    if (n->kind == CNN_NODE_SCALAR)
+        return n->value;
+    return n->kind == CNN_NODE_MAP ? "{}" : "[]";
+}
+
+static const struct cnn_node *find_leaf(const struct leaves *l,
+                                        const char *path)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->items[i]->path, path) == 0)
+            return l->items[i];
+    return NULL;
+}
+
+void cnn_config_diff(const struct cnn_node *a, const struct cnn_node *b,
+                     void (*fn)(void *ctx, const char *path, const char *old,
+                                const char *new_value),
+                     void *ctx)
+{
+    struct leaves la = {0}, lb = {0};
+    collect_leaves(a, &la);
+    collect_leaves(b, &lb);
+    for (int i = 0; i < la.n; i++) {
+        const struct cnn_node *x = la.items[i];
+        const struct cnn_node *y = find_leaf(&lb, x->path);
+        if (!y || strcmp(leaf_text(x), leaf_text(y)) != 0)
+            fn(ctx, x->path, leaf_text(x), y ? leaf_text(y) : NULL);
+    }
+    for (int i = 0; i < lb.n; i++)
+        if (!find_leaf(&la, lb.items[i]->path))
+            fn(ctx, lb.items[i]->path, NULL, leaf_text(lb.items[i]));
+    free(la.items);
+    free(lb.items);
 }
 
 void cnn_config_free(struct cnn_config *cfg)

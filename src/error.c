@@ -63,6 +63,10 @@ int cnn_status_exit_code(enum cnn_status status)
     case CNN_ERR_USAGE:
     case CNN_ERR_UNSUPPORTED:
         return 2;
+    case CNN_ERR_NONFINITE:
+        return 3;
+    case CNN_STOPPED:
+        return 75;
     default:
         return 1;
     }
@@ -79,6 +83,8 @@ const char *cnn_status_name(enum cnn_status status)
         [CNN_ERR_NOMEM] = "out of memory",
         [CNN_ERR_UNSUPPORTED] = "not supported",
         [CNN_ERR_RUNTIME] = "runtime error",
+        [CNN_ERR_NONFINITE] = "non-finite values",
+        [CNN_STOPPED] = "stopped",
     };
     if ((unsigned)status < sizeof names / sizeof names[0])
         return names[status];

@@ -1,6 +1,7 @@
 /*
  * The run: session set-up (data, model, optimizer, all checked before
- * anything touches the disk), run-directory preparation, and the loop.
+ * anything touches the disk), then the loop with its checkpoints, resume,
+ * stopping rules and non-finite handling.
  */
 #include "cnn/train.h"
 
@@ -12,8 +13,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "cnn/checkpoint.h"
 #include "cnn/loss.h"
 #include "cnn/ops.h"
+#include "cnn/rundir.h"
 #include "cnn/safetensors.h"
 #include "cnn_version.h"
 
@@ -170,257 +173,355 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
     free(labels);
 }
 
-/* --- the run directory ---------------------------------------------------- */
+/* --- the loop's state ------------------------------------------------------ */
 
-static enum cnn_status make_dirs(const char *path, struct cnn_error *err)
+struct loop {
+    struct cnn_session *s;
+    const struct cnn_train_opts *opts;
+    struct cnn_log *log;
+    struct cnn_rundir rd;
+    FILE *metrics;
+    char *config_text;              /* the resolved config, emitted */
+    struct cnn_loader loader;
+    struct cnn_schedule schedule;
+    struct cnn_run_state rs;        /* what checkpoints carry */
+    int *labels;
+    long long total_steps, steps_per_epoch;
+    double t0;                      /* this process's start */
+    double seconds0;                /* rs.train_seconds at t0 */
+    double interval_t0;
+    double last_lr;
+    bool reposition;                /* the loader must go to rs's place */
+};
+
+static double train_seconds(const struct loop *L)
 {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return cnn_error_at(err, CNN_ERR_USAGE, path, "path too long");
-    for (char *p = buf + 1; ; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return cnn_error_at(err, CNN_ERR_IO, buf, "cannot create "
-                                "directory: %s", strerror(errno));
-        *p = c;
-        if (!c)
-            break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return cnn_error_at(err, CNN_ERR_IO, path, "not a directory");
-    if (access(path, W_OK) != 0)
-        return cnn_error_at(err, CNN_ERR_IO, path, "not writable: %s",
+    return L->seconds0 + (cnn_now() - L->t0);
+}
+
+static const struct cnn_training_config *tcfg(const struct loop *L)
+{
+    return &L->s->cfg->training;
+}
+
+/* --- metrics and progress ----------------------------------------------------- */
+
+static void log_interval(struct loop *L)
+{
+    struct cnn_run_state *rs = &L->rs;
+    double now = cnn_now();
+    struct cnn_metrics_row r = cnn_metrics_row_empty(rs->epoch + 1, rs->step);
+    r.lr = L->last_lr;
+    r.train_loss = rs->sum_loss / (double)rs->sum_examples;
+    r.train_acc = (double)rs->sum_correct / (double)rs->sum_examples;
+    r.images_per_s = (double)rs->sum_examples / (now - L->interval_t0);
+    r.elapsed_s = train_seconds(L);
+    r.grad_norm = rs->sum_norm / (double)rs->interval_steps;
+    r.skipped_steps = (double)rs->skipped_steps;
+    cnn_metrics_write(L->metrics, &r);
+    rs->final_train_loss = r.train_loss;
+
+    cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
+                 "grad_norm=%.4g images_per_s=%.0f elapsed_s=%.1f",
+                 rs->epoch + 1, rs->step, r.train_loss, r.train_acc, r.lr,
+                 r.grad_norm, r.images_per_s, r.elapsed_s);
+    rs->sum_loss = rs->sum_norm = 0;
+    rs->sum_correct = rs->sum_examples = rs->interval_steps = 0;
+    L->interval_t0 = now;
+}
+
+static void show_progress(struct loop *L, double loss)
+{
+    double elapsed = cnn_now() - L->t0;
+    long long left = L->total_steps - L->rs.step;
+    double per_step = L->rs.step > 0 ? train_seconds(L) / L->rs.step : 0;
+    double eta = per_step * (double)(left > 0 ? left : 0);
+    cnn_log_progress(L->log, false, "epoch %lld/%lld  step %lld/%lld  "
+                     "loss %.4f  %.0f img/s  ETA %02d:%02d",
+                     L->rs.epoch + 1, tcfg(L)->epochs, L->rs.step,
+                     L->total_steps, loss,
+                     elapsed > 0 ? L->rs.examples / elapsed : 0.0,
+                     (int)(eta / 60), (int)eta % 60);
+}
+
+/* --- checkpoints ------------------------------------------------------------- */
+
+static enum cnn_status save_checkpoint(struct loop *L, struct cnn_error *err)
+{
+    char path[4200];
+    fflush(L->metrics);
+    L->rs.metrics_bytes = ftell(L->metrics);
+    L->rs.train_seconds = train_seconds(L);
+    cnn_rundir_checkpoint_path(&L->rd, L->rs.step, path, sizeof path);
+    enum cnn_status st = cnn_checkpoint_save(path, &L->s->net, &L->s->optim,
+                                             &L->schedule, &L->rs,
+                                             L->config_text, err);
+    if (st == CNN_OK)
+        cnn_rundir_prune(&L->rd, tcfg(L)->keep_checkpoints);
+    return st;
+}
+
+/* Brings metrics.csv back to what it held when rs was saved, so a resumed
+ * run has no duplicated rows. */
+static enum cnn_status rewind_metrics(struct loop *L, struct cnn_error *err)
+{
+    char path[4200];
+    cnn_rundir_file(&L->rd, "metrics.csv", path, sizeof path);
+    if (L->metrics)
+        fclose(L->metrics);
+    L->metrics = NULL;
+    if (truncate(path, (off_t)L->rs.metrics_bytes) != 0)
+        return cnn_error_at(err, CNN_ERR_IO, path, "cannot rewind to the "
+                            "checkpoint: %s", strerror(errno));
+    if (!(L->metrics = fopen(path, "a")) || fseek(L->metrics, 0, SEEK_END))
+        return cnn_error_at(err, CNN_ERR_IO, path, "cannot open: %s",
                             strerror(errno));
     return CNN_OK;
 }
 
-static void join(char *dst, size_t cap, const char *dir, const char *file)
+static void print_difference(void *ctx, const char *path, const char *old,
+                             const char *new_value)
 {
-    snprintf(dst, cap, "%s/%s", dir, file);
+    struct loop *L = ctx;
+    cnn_log_warn(L->log, "config differs from the checkpoint's: %s: %s -> %s",
+                 path, old ? old : "(absent)", new_value ? new_value
+                                                         : "(absent)");
 }
 
-static enum cnn_status prepare_run_dir(const char *dir, bool force,
-                                       struct cnn_error *err)
+static void show_config_changes(struct loop *L, const char *saved)
 {
-    static const char *const marks[] = {"metrics.csv", "model.safetensors"};
-    enum cnn_status st = make_dirs(dir, err);
-    if (st != CNN_OK || force)
-        return st;
+    struct cnn_config old;
+    struct cnn_error ignore = {0};
+    if (saved && cnn_config_load_string(&old, saved, "checkpoint", ".",
+                                        &ignore) == CNN_OK)
+        cnn_config_diff(old.root, L->s->cfg->root, print_difference, L);
+    cnn_config_free(&old);
+}
 
-    char path[4200];
-    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
-        join(path, sizeof path, dir, marks[i]);
-        if (access(path, F_OK) == 0) {
-            cnn_error_at(err, CNN_ERR_USAGE, dir, "already holds a run (%s); "
-                         "refusing to overwrite it", marks[i]);
-            cnn_error_hint(err, "choose another --out, or add --force to "
-                           "replace it");
-            return CNN_ERR_USAGE;
-        }
+/* Loads the checkpoint at path into the session and the loop. */
+static enum cnn_status restore(struct loop *L, const char *path,
+                               bool show_changes, struct cnn_error *err)
+{
+    char *saved = NULL;
+    enum cnn_status st = cnn_checkpoint_load(path, &L->s->net, &L->s->optim,
+                                             &L->schedule, &L->rs, &saved,
+                                             err);
+    if (st == CNN_OK && show_changes)
+        show_config_changes(L, saved);
+    free(saved);
+    if (st != CNN_OK)
+        return st;
+    L->seconds0 = L->rs.train_seconds;
+    L->t0 = L->interval_t0 = cnn_now();
+    L->reposition = true;
+    return rewind_metrics(L, err);
+}
+
+/* The checkpoint --resume continues from: the one named, or the newest
+ * that loads, falling back past damaged ones with a warning. Sets *found
+ * false when the directory has none. */
+static enum cnn_status resume(struct loop *L, bool *found,
+                              struct cnn_error *err)
+{
+    const char *given = L->opts->resume_path;
+    *found = true;
+    if (given) {
+        cnn_log_info(L->log, "resuming from %s", given);
+        return restore(L, given, true, err);
     }
+
+    long long steps[4096];
+    int n = cnn_rundir_checkpoints(&L->rd, steps, 4096);
+    char path[4200];
+    for (int i = 0; i < n; i++) {
+        cnn_rundir_checkpoint_path(&L->rd, steps[i], path, sizeof path);
+        struct cnn_error why = {0};
+        if (restore(L, path, true, &why) == CNN_OK) {
+            cnn_log_info(L->log, "resuming from %s: epoch %lld, step %lld, "
+                         "%lld examples into the epoch", path,
+                         L->rs.epoch + 1, L->rs.step, L->rs.epoch_pos);
+            return CNN_OK;
+        }
+        if (why.status != CNN_ERR_DATA) {
+            *err = why;
+            return why.status;
+        }
+        cnn_log_warn(L->log, "%s: %s; trying the previous checkpoint",
+                     why.where, why.message);
+    }
+    *found = false;
+    if (n > 0)
+        return cnn_error_at(err, CNN_ERR_DATA, L->rd.path, "no checkpoint "
+                            "here loads (%d tried)", n);
     return CNN_OK;
 }
 
-static enum cnn_status write_config(struct cnn_session *s, const char *dir,
-                                    char **text, struct cnn_error *err)
+/* --- non-finite values ---------------------------------------------------------- */
+
+static bool all_finite(const float *x, size_t n)
 {
-    char path[4200];
-    join(path, sizeof path, dir, "config.yaml");
-    *text = cnn_config_emit_string(s->cfg);
-    if (!*text)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-    return cnn_write_atomic(path, *text, strlen(*text), err);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return false;
+    return true;
 }
 
-/* --- the loop --------------------------------------------------------------- */
-
-struct loop {
-    struct cnn_session *s;
-    struct cnn_log *log;
-    FILE *metrics;
-    struct cnn_loader loader;
-    struct cnn_schedule schedule;
-    int *labels;
-    long long step, total_steps, steps_per_epoch;
-    long long examples;             /* seen in training, for images/s */
-    double t0;
-    double last_lr;
-    /* since the last metrics row */
-    double sum_loss, sum_norm;
-    long long sum_correct, sum_examples, interval_steps;
-    double interval_t0;
-};
-
-static void log_interval(struct loop *L, long long epoch,
-                         struct cnn_train_result *res)
+/* The first layer whose output, or else the last whose gradient, holds a
+ * non-finite value: where the trouble appeared. */
+static const char *culprit(const struct cnn_net *net, int n)
 {
-    double now = cnn_now();
-    struct cnn_metrics_row r = cnn_metrics_row_empty(epoch + 1, L->step);
-    r.lr = L->last_lr;
-    r.train_loss = L->sum_loss / (double)L->sum_examples;
-    r.train_acc = (double)L->sum_correct / (double)L->sum_examples;
-    r.images_per_s = (double)L->sum_examples / (now - L->interval_t0);
-    r.elapsed_s = now - L->t0;
-    r.grad_norm = L->sum_norm / (double)L->interval_steps;
-    cnn_metrics_write(L->metrics, &r);
-    res->final_train_loss = r.train_loss;
-
-    cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
-                 "grad_norm=%.4g images_per_s=%.0f elapsed_s=%.1f",
-                 epoch + 1, L->step, r.train_loss, r.train_acc, r.lr,
-                 r.grad_norm, r.images_per_s, r.elapsed_s);
-    L->sum_loss = L->sum_norm = 0;
-    L->sum_correct = L->sum_examples = L->interval_steps = 0;
-    L->interval_t0 = now;
+    for (int i = 0; i < net->n_layers; i++)
+        if (!all_finite(net->acts[i + 1],
+                        (size_t)n * cnn_shape_size(net->layers[i].out)))
+            return net->layers[i].name;
+    for (int i = net->n_layers - 1; i >= 0; i--) {
+        const struct cnn_layer *l = &net->layers[i];
+        for (int j = 0; j < l->n_params; j++)
+            if (!all_finite(l->params[j].grad, l->params[j].count))
+                return l->name;
+    }
+    return net->layers[0].name;
 }
 
-static void show_progress(struct loop *L, long long epoch, double loss)
-{
-    double elapsed = cnn_now() - L->t0;
-    double eta = L->step > 0 ? elapsed / L->step * (L->total_steps - L->step)
-                             : 0.0;
-    double rate = (double)L->examples / elapsed;
-    cnn_log_progress(L->log, false, "epoch %lld/%lld  step %lld/%lld  "
-                     "loss %.4f  %.0f img/s  ETA %02d:%02d",
-                     epoch + 1, L->s->cfg->training.epochs, L->step,
-                     L->total_steps, loss, rate, (int)(eta / 60),
-                     (int)eta % 60);
-}
+/* --- one step -------------------------------------------------------------------- */
 
 /* Forward and backward of one micro-batch of n examples; adds n times
- * its mean-loss gradient to the net's gradients, so that accumulated
- * micro-batches sum to the gradient of their total. */
-static enum cnn_status micro_batch(struct loop *L, int n, long long epoch,
-                                   double *loss_sum, long long *correct,
-                                   struct cnn_error *err)
+ * its mean-loss gradient to the net's gradients, so accumulated
+ * micro-batches sum to the gradient of their total. *loss_sum gets
+ * n * loss (non-finite when the loss is). */
+static void micro_batch(struct loop *L, int n, double *loss_sum,
+                        long long *correct)
 {
     struct cnn_session *s = L->s;
-    struct cnn_config *cfg = s->cfg;
     float *dout = s->net.dacts[s->net.n_layers];
-    bool accumulating = cfg->training.accumulate > 1;
-
     const float *out = cnn_net_forward(&s->net, n, true);
-    double loss = cnn_loss(cfg->training.loss, out, L->labels, n,
-                           s->n_classes, dout, correct);
+    double loss = cnn_loss(tcfg(L)->loss, out, L->labels, n, s->n_classes,
+                           dout, correct);
+    *loss_sum += loss * n;
     if (!isfinite(loss))
-        return cnn_error_set(err, CNN_ERR_RUNTIME, "the training loss became "
-                             "%g at step %lld (epoch %lld); stopping",
-                             loss, L->step + 1, epoch + 1);
-    if (accumulating)
+        return;
+    if (tcfg(L)->accumulate > 1)
         for (size_t i = 0, N = (size_t)n * s->n_classes; i < N; i++)
             dout[i] *= (float)n;
     cnn_net_backward(&s->net, dout, n);
-    *loss_sum += loss * n;
-    return CNN_OK;
 }
 
+enum step_result { STEP_DONE, STEP_EPOCH_END, STEP_NONFINITE };
+
 /* One optimizer step over training.accumulate micro-batches (fewer at
- * the end of the epoch); *n_out is the examples used, 0 at epoch end. */
-static enum cnn_status train_step(struct loop *L, long long epoch,
-                                  long long *n_out, struct cnn_error *err)
+ * the end of the epoch). */
+static enum step_result train_step(struct loop *L, const char **where)
 {
     struct cnn_session *s = L->s;
-    struct cnn_config *cfg = s->cfg;
+    struct cnn_run_state *rs = &L->rs;
     double loss_sum = 0.0;
     long long correct = 0, total = 0;
+    int last_n = 0;
 
     cnn_net_zero_grad(&s->net);
-    for (long long a = 0; a < cfg->training.accumulate; a++) {
+    for (long long a = 0; a < tcfg(L)->accumulate; a++) {
         int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels);
         if (n == 0)
             break;
-        enum cnn_status st = micro_batch(L, n, epoch, &loss_sum, &correct,
-                                         err);
-        if (st != CNN_OK)
-            return st;
+        micro_batch(L, n, &loss_sum, &correct);
         total += n;
-    }
-    *n_out = total;
-    if (total == 0)
-        return CNN_OK;
-    if (cfg->training.accumulate > 1)
-        for (size_t i = 0; i < s->net.n_params; i++)
-            s->net.grads[i] /= (float)total;
-
-    L->last_lr = cnn_schedule_lr(&L->schedule, L->step, epoch);
-    double norm = cnn_optim_step(&s->optim, s->net.params, s->net.grads,
-                                 (float)L->last_lr);
-    L->step++;
-    L->examples += total;
-
-    L->sum_loss += loss_sum;
-    L->sum_norm += norm;
-    L->sum_correct += correct;
-    L->sum_examples += total;
-    L->interval_steps++;
-    show_progress(L, epoch, loss_sum / (double)total);
-    return CNN_OK;
-}
-
-static void evaluate_epoch(struct loop *L, long long epoch,
-                           struct cnn_train_result *res)
-{
-    struct cnn_session *s = L->s;
-    double metric = res->final_train_loss;
-    if (L->interval_steps > 0)
-        log_interval(L, epoch, res);
-
-    if (s->test.n > 0) {
-        cnn_evaluate(s, &s->test, &res->test_loss, &res->test_acc);
-        metric = res->test_loss;
-        if (isnan(res->best_test_acc) || res->test_acc > res->best_test_acc) {
-            res->best_test_acc = res->test_acc;
-            res->best_epoch = epoch + 1;
-        }
-        struct cnn_metrics_row r = cnn_metrics_row_empty(epoch + 1, L->step);
-        r.test_loss = res->test_loss;
-        r.test_acc = res->test_acc;
-        r.elapsed_s = cnn_now() - L->t0;
-        cnn_metrics_write(L->metrics, &r);
-        cnn_log_info(L->log, "epoch %lld/%lld: test_loss=%.4f test_acc=%.4f "
-                     "(%.1f s)", epoch + 1, s->cfg->training.epochs,
-                     r.test_loss, r.test_acc, r.elapsed_s);
-    }
-    if (cnn_schedule_epoch_end(&L->schedule, metric))
-        cnn_log_info(L->log, "plateau: learning rate now %.4g",
-                     cnn_schedule_lr(&L->schedule, L->step, epoch + 1));
-}
-
-static enum cnn_status loop_run(struct loop *L, struct cnn_train_result *res,
-                                struct cnn_error *err)
-{
-    struct cnn_training_config *t = &L->s->cfg->training;
-    for (long long epoch = 0; epoch < t->epochs; epoch++) {
-        cnn_loader_start_epoch(&L->loader, epoch, true);
-        long long n = 1;
-        while (n > 0 && (t->max_steps == 0 || L->step < t->max_steps)) {
-            enum cnn_status st = train_step(L, epoch, &n, err);
-            if (st != CNN_OK)
-                return st;
-            if (n > 0 && L->step % t->log_every == 0)
-                log_interval(L, epoch, res);
-        }
-        res->epochs = epoch + 1;
-        evaluate_epoch(L, epoch, res);
-        if (t->max_steps > 0 && L->step >= t->max_steps)
+        last_n = n;
+        if (!isfinite(loss_sum))
             break;
     }
-    return CNN_OK;
+    rs->epoch_pos = L->loader.pos;
+    if (total == 0)
+        return STEP_EPOCH_END;
+
+    double norm = NAN;
+    if (isfinite(loss_sum)) {
+        if (tcfg(L)->accumulate > 1)
+            for (size_t i = 0; i < s->net.n_params; i++)
+                s->net.grads[i] /= (float)total;
+        L->last_lr = cnn_schedule_lr(&L->schedule, rs->step, rs->epoch) *
+                     rs->lr_factor;
+        norm = cnn_optim_step(&s->optim, s->net.params, s->net.grads,
+                              (float)L->last_lr);
+    }
+    rs->examples += total;
+    if (!isfinite(norm)) {
+        *where = culprit(&s->net, last_n);
+        return STEP_NONFINITE;
+    }
+
+    rs->step++;
+    rs->sum_loss += loss_sum;
+    rs->sum_norm += norm;
+    rs->sum_correct += correct;
+    rs->sum_examples += total;
+    rs->interval_steps++;
+    show_progress(L, loss_sum / (double)total);
+    return STEP_DONE;
 }
 
-static enum cnn_status save_model(struct cnn_session *s, const char *dir,
-                                  const char *config_text,
-                                  const struct cnn_train_result *res,
-                                  struct cnn_error *err)
+static enum cnn_status on_nonfinite(struct loop *L, const char *where,
+                                    struct cnn_error *err)
 {
+    const struct cnn_training_config *t = tcfg(L);
+    struct cnn_run_state *rs = &L->rs;
+    char what[256];
+    snprintf(what, sizeof what, "non-finite loss or gradient at step %lld "
+             "(epoch %lld), first in layer %s", rs->step + 1, rs->epoch + 1,
+             where);
+
+    if (t->on_nan == CNN_ON_NAN_SKIP) {
+        rs->skipped_steps++;
+        cnn_log_warn(L->log, "%s; step skipped (%lld so far)", what,
+                     rs->skipped_steps);
+        return CNN_OK;
+    }
+    if (t->on_nan == CNN_ON_NAN_ROLLBACK && rs->rollbacks < t->max_rollbacks) {
+        long long rollbacks = rs->rollbacks + 1;
+        double factor = rs->lr_factor * 0.5;
+        long long steps[1];
+        char path[4200];
+        if (cnn_rundir_checkpoints(&L->rd, steps, 1) == 1) {
+            cnn_rundir_checkpoint_path(&L->rd, steps[0], path, sizeof path);
+            enum cnn_status st = restore(L, path, false, err);
+            if (st != CNN_OK)
+                return st;
+            rs->rollbacks = rollbacks;
+            rs->lr_factor = factor;
+            cnn_log_warn(L->log, "%s; rolled back to step %lld with the "
+                         "learning rate times %g (rollback %lld of %lld)",
+                         what, rs->step, factor, rollbacks, t->max_rollbacks);
+            return CNN_OK;
+        }
+    }
+    cnn_error_set(err, CNN_ERR_NONFINITE, "%s; stopping, the last good "
+                  "checkpoint is kept", what);
+    cnn_error_hint(err, "lower optimizer.lr, add optimizer.clip_norm, or set "
+                   "training.on_nan: skip or rollback");
+    return CNN_ERR_NONFINITE;
+}
+
+/* --- epochs, evaluation and stopping rules --------------------------------------- */
+
+static double metric_value(const struct cnn_run_state *rs, enum cnn_metric m)
+{
+    switch (m) {
+    case CNN_METRIC_TEST_ACC:
+        return -rs->test_acc;           /* lower is better everywhere */
+    case CNN_METRIC_TEST_LOSS:
+        return rs->test_loss;
+    default:
+        return rs->final_train_loss;
+    }
+}
+
+static enum cnn_status save_weights(struct loop *L, const char *name,
+                                    struct cnn_error *err)
+{
+    struct cnn_session *s = L->s;
     char path[4200], steps[32], acc[32], mean[256] = "", std[256] = "";
-    join(path, sizeof path, dir, "model.safetensors");
-    snprintf(steps, sizeof steps, "%lld", res->steps);
-    snprintf(acc, sizeof acc, "%.6f", res->test_acc);
+    cnn_rundir_file(&L->rd, name, path, sizeof path);
+    snprintf(steps, sizeof steps, "%lld", L->rs.step);
+    snprintf(acc, sizeof acc, "%.6f", L->rs.test_acc);
     for (int c = 0; c < s->norm.c; c++) {
         size_t lm = strlen(mean), ls = strlen(std);
         snprintf(mean + lm, sizeof mean - lm, "%s%.9g", c ? "," : "",
@@ -431,7 +532,7 @@ static enum cnn_status save_model(struct cnn_session *s, const char *dir,
     const struct cnn_meta meta[] = {
         {"format", "pt"},
         {"producer", "cnn-train " CNN_VERSION},
-        {"config", config_text},
+        {"config", L->config_text},
         {"steps", steps},
         {"test_acc", acc},
         {"normalize_mean", mean},
@@ -440,6 +541,135 @@ static enum cnn_status save_model(struct cnn_session *s, const char *dir,
     return cnn_safetensors_save(path, &s->net, meta,
                                 (int)(sizeof meta / sizeof meta[0]), err);
 }
+
+/* Evaluates, writes the metrics row, and updates best.safetensors, the
+ * plateau schedule and early stopping. *stop is set when early stopping
+ * ends the run. */
+static enum cnn_status end_epoch(struct loop *L, bool *stop,
+                                 struct cnn_error *err)
+{
+    struct cnn_session *s = L->s;
+    struct cnn_run_state *rs = &L->rs;
+    const struct cnn_training_config *t = tcfg(L);
+    if (rs->interval_steps > 0)
+        log_interval(L);
+
+    if (s->test.n > 0) {
+        cnn_evaluate(s, &s->test, &rs->test_loss, &rs->test_acc);
+        if (isnan(rs->best_test_acc) || rs->test_acc > rs->best_test_acc) {
+            rs->best_test_acc = rs->test_acc;
+            rs->best_test_epoch = rs->epoch + 1;
+        }
+        struct cnn_metrics_row r = cnn_metrics_row_empty(rs->epoch + 1,
+                                                         rs->step);
+        r.test_loss = rs->test_loss;
+        r.test_acc = rs->test_acc;
+        r.elapsed_s = train_seconds(L);
+        cnn_metrics_write(L->metrics, &r);
+        cnn_log_info(L->log, "epoch %lld/%lld: test_loss=%.4f test_acc=%.4f "
+                     "(%.1f s)", rs->epoch + 1, t->epochs, r.test_loss,
+                     r.test_acc, r.elapsed_s);
+    }
+
+    double m = metric_value(rs, t->early_stopping ? t->stop_metric
+                                                  : t->best_metric);
+    double delta = t->early_stopping ? t->min_delta : 0.0;
+    if (isfinite(m) && (isnan(rs->best_metric) || m < rs->best_metric - delta)) {
+        rs->best_metric = m;
+        rs->stale_epochs = 0;
+        enum cnn_status st = save_weights(L, "best.safetensors", err);
+        if (st != CNN_OK)
+            return st;
+    } else {
+        rs->stale_epochs++;
+    }
+    *stop = t->early_stopping && rs->stale_epochs > t->patience;
+    if (*stop)
+        cnn_log_info(L->log, "early stopping: no improvement for %lld "
+                     "epochs", rs->stale_epochs);
+
+    double plateau = s->test.n > 0 ? rs->test_loss : rs->final_train_loss;
+    if (cnn_schedule_epoch_end(&L->schedule, plateau))
+        cnn_log_info(L->log, "plateau: learning rate now %.4g",
+                     cnn_schedule_lr(&L->schedule, rs->step, rs->epoch + 1));
+    return CNN_OK;
+}
+
+static bool budget_spent(const struct loop *L)
+{
+    const struct cnn_training_config *t = tcfg(L);
+    return (t->max_steps > 0 && L->rs.step >= t->max_steps) ||
+           (t->max_time > 0 && train_seconds(L) >= t->max_time);
+}
+
+static bool signalled(volatile sig_atomic_t *flag)
+{
+    return flag && *flag;
+}
+
+/* Runs until the run is done (OK), stopped by a signal (CNN_STOPPED) or
+ * failed. */
+static enum cnn_status loop_run(struct loop *L, struct cnn_error *err)
+{
+    const struct cnn_training_config *t = tcfg(L);
+    struct cnn_run_state *rs = &L->rs;
+    enum cnn_status st = CNN_OK;
+
+    while (st == CNN_OK && !rs->done) {
+        if (L->reposition) {
+            cnn_loader_start_epoch(&L->loader, rs->epoch, true);
+            L->loader.pos = rs->epoch_pos;
+            L->reposition = false;
+        }
+        if (signalled(L->opts->stop)) {
+            st = save_checkpoint(L, err);
+            return st == CNN_OK ? cnn_error_set(err, CNN_STOPPED, "stopped by "
+                                                "a signal at step %lld; "
+                                                "checkpoint written",
+                                                rs->step) : st;
+        }
+        if (signalled(L->opts->save_now)) {
+            *L->opts->save_now = 0;
+            st = save_checkpoint(L, err);
+            cnn_log_info(L->log, "checkpoint at step %lld (SIGHUP)", rs->step);
+            continue;
+        }
+
+        bool stop = false;
+        if (budget_spent(L)) {
+            if (t->max_time > 0 && train_seconds(L) >= t->max_time)
+                cnn_log_info(L->log, "time budget of %.0f s spent",
+                             t->max_time);
+            st = end_epoch(L, &stop, err);
+            rs->done = true;
+            break;
+        }
+
+        const char *where = NULL;
+        enum step_result r = train_step(L, &where);
+        if (r == STEP_NONFINITE) {
+            st = on_nonfinite(L, where, err);
+            continue;
+        }
+        if (r == STEP_EPOCH_END) {
+            st = end_epoch(L, &stop, err);
+            rs->epoch++;
+            rs->epoch_pos = 0;
+            L->reposition = true;
+            rs->done = stop || rs->epoch >= t->epochs;
+            if (st == CNN_OK && !rs->done)
+                st = save_checkpoint(L, err);
+            continue;
+        }
+        if (rs->step % t->log_every == 0)
+            log_interval(L);
+        if (t->checkpoint_every > 0 && rs->step % t->checkpoint_every == 0)
+            st = save_checkpoint(L, err);
+    }
+    return st;
+}
+
+/* --- the end of a run ---------------------------------------------------------------- */
 
 static void json_number(FILE *f, const char *key, double v, bool last)
 {
@@ -450,10 +680,11 @@ static void json_number(FILE *f, const char *key, double v, bool last)
 }
 
 /* run.json: the figures `compare` shows, written once a run finished. */
-static enum cnn_status write_run_json(struct cnn_session *s, const char *dir,
-                                      const struct cnn_train_result *res,
+static enum cnn_status write_run_json(struct loop *L, double images_per_s,
                                       struct cnn_error *err)
 {
+    struct cnn_session *s = L->s;
+    const struct cnn_run_state *rs = &L->rs;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -466,15 +697,16 @@ static enum cnn_status write_run_json(struct cnn_session *s, const char *dir,
     cnn_json_string(f, s->optim.name);
     fputs(",\n", f);
     json_number(f, "lr", s->cfg->optim.lr, false);
-    json_number(f, "epochs", (double)res->epochs, false);
-    json_number(f, "steps", (double)res->steps, false);
-    json_number(f, "seconds", res->seconds, false);
-    json_number(f, "images_per_s", res->images_per_s, false);
-    json_number(f, "final_train_loss", res->final_train_loss, false);
-    json_number(f, "final_test_acc", res->test_acc, false);
-    json_number(f, "best_test_acc", res->best_test_acc, false);
-    json_number(f, "best_epoch", isnan(res->best_test_acc) ? NAN
-                                 : (double)res->best_epoch, false);
+    json_number(f, "epochs", (double)(rs->epoch_pos > 0 ? rs->epoch + 1
+                                                        : rs->epoch), false);
+    json_number(f, "steps", (double)rs->step, false);
+    json_number(f, "seconds", rs->train_seconds, false);
+    json_number(f, "images_per_s", images_per_s, false);
+    json_number(f, "final_train_loss", rs->final_train_loss, false);
+    json_number(f, "final_test_acc", rs->test_acc, false);
+    json_number(f, "best_test_acc", rs->best_test_acc, false);
+    json_number(f, "best_epoch", isnan(rs->best_test_acc) ? NAN
+                                 : (double)rs->best_test_epoch, false);
     json_number(f, "params", (double)s->net.n_params, false);
     json_number(f, "optimizer_state_bytes",
                 (double)cnn_optim_state_bytes(&s->optim), true);
@@ -485,9 +717,156 @@ static enum cnn_status write_run_json(struct cnn_session *s, const char *dir,
     }
 
     char path[4200];
-    join(path, sizeof path, dir, "run.json");
+    cnn_rundir_file(&L->rd, "run.json", path, sizeof path);
     enum cnn_status st = cnn_write_atomic(path, buf, len, err);
     free(buf);
+    return st;
+}
+
+static enum cnn_status finish(struct loop *L, struct cnn_train_result *res,
+                              struct cnn_error *err)
+{
+    struct cnn_run_state *rs = &L->rs;
+    double seconds = cnn_now() - L->t0;
+    double images_per_s = seconds > 0 ? rs->examples / train_seconds(L) : 0;
+    enum cnn_status st = save_checkpoint(L, err);
+    if (st == CNN_OK)
+        st = save_weights(L, "model.safetensors", err);
+    if (st == CNN_OK)
+        st = write_run_json(L, images_per_s, err);
+    res->steps = rs->step;
+    res->epochs = rs->epoch;
+    res->test_loss = rs->test_loss;
+    res->test_acc = rs->test_acc;
+    res->best_test_acc = rs->best_test_acc;
+    res->best_epoch = rs->best_test_epoch;
+    res->final_train_loss = rs->final_train_loss;
+    res->seconds = rs->train_seconds;
+    res->images_per_s = images_per_s;
+    if (st == CNN_OK)
+        cnn_log_info(L->log, "done: %lld steps in %.1f s of training; "
+                     "test_acc=%.4f; weights in %s/model.safetensors",
+                     rs->step, rs->train_seconds, rs->test_acc, L->rd.path);
+    return st;
+}
+
+/* --- starting: fresh, resumed, or already complete ----------------------------- */
+
+static bool same_file_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    size_t len = strlen(text);
+    char *buf = malloc(len + 2);
+    size_t got = buf ? fread(buf, 1, len + 1, f) : 0;
+    fclose(f);
+    bool same = buf && got == len && memcmp(buf, text, len) == 0;
+    free(buf);
+    return same;
+}
+
+enum start { START_FRESH, START_RESUMED, START_COMPLETE };
+
+/* Decides how this run starts, given what the directory holds. */
+static enum cnn_status decide_start(struct loop *L, enum start *how,
+                                    struct cnn_error *err)
+{
+    const struct cnn_train_opts *o = L->opts;
+    char config_path[4200];
+    cnn_rundir_file(&L->rd, "config.yaml", config_path, sizeof config_path);
+    long long any[1];
+    bool finished = cnn_rundir_has(&L->rd, "run.json");
+    bool started = finished || cnn_rundir_has(&L->rd, "metrics.csv") ||
+                   cnn_rundir_checkpoints(&L->rd, any, 1) > 0;
+    *how = START_FRESH;
+
+    if (o->force) {
+        cnn_rundir_clear(&L->rd);
+        return CNN_OK;
+    }
+    if (o->resume || o->resume_path) {
+        bool found;
+        enum cnn_status st = resume(L, &found, err);
+        if (st != CNN_OK)
+            return st;
+        if (!found) {
+            cnn_log_info(L->log, "nothing to resume in %s: starting",
+                         L->rd.path);
+            cnn_rundir_clear(&L->rd);
+            return CNN_OK;
+        }
+        *how = START_RESUMED;
+        /* A finished run ends again at once unless the config now asks
+         * for more (more epochs, steps or time). */
+        const struct cnn_training_config *t = tcfg(L);
+        bool more = L->rs.epoch < t->epochs && !budget_spent(L);
+        if (L->rs.done && (!more || same_file_text(config_path,
+                                                   L->config_text)))
+            *how = START_COMPLETE;
+        L->rs.done = false;
+        return CNN_OK;
+    }
+    if (finished && same_file_text(config_path, L->config_text)) {
+        *how = START_COMPLETE;
+        return CNN_OK;
+    }
+    if (!started)
+        return CNN_OK;
+    cnn_error_at(err, CNN_ERR_USAGE, L->rd.path, "already holds %s run; "
+                 "refusing to overwrite it", finished ? "a finished"
+                                                      : "an unfinished");
+    cnn_error_hint(err, "add --resume to continue it, --force to start over, "
+                   "or choose another --out");
+    return CNN_ERR_USAGE;
+}
+
+static enum cnn_status open_outputs(struct loop *L, bool resumed,
+                                    struct cnn_error *err)
+{
+    char path[4200];
+    cnn_rundir_file(&L->rd, "config.yaml", path, sizeof path);
+    enum cnn_status st = cnn_write_atomic(path, L->config_text,
+                                          strlen(L->config_text), err);
+    if (st != CNN_OK || resumed)
+        return st;      /* restore() reopened metrics.csv already */
+    cnn_rundir_file(&L->rd, "metrics.csv", path, sizeof path);
+    if (!(L->metrics = cnn_metrics_open(path)))
+        return cnn_error_at(err, CNN_ERR_IO, path, "cannot open: %s",
+                            strerror(errno));
+    return CNN_OK;
+}
+
+static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
+{
+    struct cnn_session *s = L->s;
+    const struct cnn_training_config *t = tcfg(L);
+    L->labels = malloc((size_t)t->batch_size * sizeof *L->labels);
+    if (!L->labels)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    enum cnn_status st = cnn_loader_init(&L->loader, &s->train, &s->norm,
+                                         (int)t->batch_size, s->cfg->seed,
+                                         err);
+    if (st != CNN_OK)
+        return st;
+    L->steps_per_epoch = (cnn_loader_batches(&L->loader) + t->accumulate - 1) /
+                         t->accumulate;
+    L->total_steps = L->steps_per_epoch * t->epochs;
+    if (t->max_steps > 0 && t->max_steps < L->total_steps)
+        L->total_steps = t->max_steps;
+    cnn_schedule_init(&L->schedule, &s->cfg->schedule, s->cfg->optim.lr,
+                      L->total_steps, L->steps_per_epoch);
+    cnn_run_state_init(&L->rs);
+    L->reposition = true;
+    L->t0 = L->interval_t0 = cnn_now();
+
+    /* A checkpoint holds the weights and the optimizer's state; keep room
+     * for two while the new one is written. */
+    size_t ckpt = s->net.n_params * sizeof(float) +
+                  cnn_optim_state_bytes(&s->optim) + (1u << 20);
+    st = cnn_rundir_check_space(&L->rd, 2 * ckpt, err);
+    if (st == CNN_OK && !(L->config_text = cnn_config_emit_string(s->cfg)))
+        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     return st;
 }
 
@@ -497,75 +876,59 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
                               struct cnn_train_result *res,
                               struct cnn_error *err)
 {
-    struct cnn_training_config *t = &s->cfg->training;
-    struct loop L = {.s = s, .log = log};
+    struct loop L = {.s = s, .opts = opts, .log = log};
+    enum start how = START_FRESH;
     char path[4200];
-    char *config_text = NULL;
     memset(res, 0, sizeof *res);
     res->test_loss = res->test_acc = res->best_test_acc = NAN;
     res->final_train_loss = NAN;
 
-    enum cnn_status st = prepare_run_dir(opts->run_dir, opts->force, err);
+    enum cnn_status st = cnn_rundir_open(&L.rd, opts->run_dir, err);
     if (st == CNN_OK)
-        st = write_config(s, opts->run_dir, &config_text, err);
+        st = prepare(&L, err);
     if (st == CNN_OK) {
-        join(path, sizeof path, opts->run_dir, "train.log");
+        cnn_rundir_file(&L.rd, "train.log", path, sizeof path);
         if (!cnn_log_open_file(log, path))
             st = cnn_error_at(err, CNN_ERR_IO, path, "cannot open: %s",
                               strerror(errno));
     }
-    if (st == CNN_OK) {
-        join(path, sizeof path, opts->run_dir, "metrics.csv");
-        if (!(L.metrics = cnn_metrics_open(path)))
-            st = cnn_error_at(err, CNN_ERR_IO, path, "cannot open: %s",
-                              strerror(errno));
-    }
-    L.labels = malloc((size_t)t->batch_size * sizeof *L.labels);
-    if (st == CNN_OK && !L.labels)
-        st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     if (st == CNN_OK)
-        st = cnn_loader_init(&L.loader, &s->train, &s->norm,
-                             (int)t->batch_size, s->cfg->seed, err);
+        st = decide_start(&L, &how, err);
+    if (st == CNN_OK && how == START_COMPLETE) {
+        cnn_log_info(log, "%s: this run is complete; nothing to do",
+                     opts->run_dir);
+        goto out;
+    }
+    if (st == CNN_OK)
+        st = open_outputs(&L, how == START_RESUMED, err);
     if (st != CNN_OK)
         goto out;
 
-    L.steps_per_epoch = (cnn_loader_batches(&L.loader) + t->accumulate - 1) /
-                        t->accumulate;
-    L.total_steps = L.steps_per_epoch * t->epochs;
-    if (t->max_steps > 0 && t->max_steps < L.total_steps)
-        L.total_steps = t->max_steps;
-    cnn_schedule_init(&L.schedule, &s->cfg->schedule, s->cfg->optim.lr,
-                      L.total_steps, L.steps_per_epoch);
     cnn_log_info(log, "training %s: %zu parameters, %lld examples, %lld "
                  "steps of batch %lld x %lld, optimizer %s (%zu bytes of "
                  "state), BLAS threads %d; run directory %s", s->cfg->name,
-                 s->net.n_params, s->train.n, L.total_steps, t->batch_size,
-                 t->accumulate, s->optim.name,
+                 s->net.n_params, s->train.n, L.total_steps,
+                 tcfg(&L)->batch_size, tcfg(&L)->accumulate, s->optim.name,
                  cnn_optim_state_bytes(&s->optim), cnn_blas_threads(0),
                  opts->run_dir);
-
     if (s->optim.note[0])
         cnn_log_warn(log, "%s", s->optim.note);
-    L.t0 = L.interval_t0 = cnn_now();
-    st = loop_run(&L, res, err);
-    res->steps = L.step;
-    res->seconds = cnn_now() - L.t0;
-    res->images_per_s = (double)L.examples / res->seconds;
+    if (how == START_FRESH)
+        st = save_checkpoint(&L, err);      /* rollback target, step 0 */
     if (st == CNN_OK)
-        st = save_model(s, opts->run_dir, config_text, res, err);
+        st = loop_run(&L, err);
     if (st == CNN_OK)
-        st = write_run_json(s, opts->run_dir, res, err);
-    if (st == CNN_OK)
-        cnn_log_info(log, "done: %lld steps in %.1f s; test_acc=%.4f; "
-                     "weights in %s/model.safetensors", res->steps,
-                     res->seconds, res->test_acc, opts->run_dir);
-    else
+        st = finish(&L, res, err);
+    if (st != CNN_OK && st != CNN_STOPPED)
         cnn_log_warn(log, "run failed: %s", err->message);
+    else if (st == CNN_STOPPED)
+        cnn_log_info(log, "%s", err->message);
 out:
     cnn_loader_free(&L.loader);
     free(L.labels);
-    free(config_text);
+    free(L.config_text);
     if (L.metrics)
         fclose(L.metrics);
+    cnn_rundir_close(&L.rd);
     return st;
 }

@@ -4,7 +4,9 @@
 # configs/mlp-tiny.yaml: options and exit codes, the run directory and
 # its files, reproducibility, refusal to overwrite, the safetensors
 # file, summary, and one bad input of each kind, which must exit 2 with
-# one message naming the file and leave no run directory behind.
+# one message naming the file and leave no run directory behind; then
+# compare and plot over two short runs, with and without run.json, and
+# broken run directories (exit 2, one message naming the file).
 #
 # Needs $CNN_TRAIN (the binary) and $CNN_SOURCE_ROOT (the repository);
 # meson test sets both. Prints "ok - ..." or "not ok - ..." per check
@@ -240,10 +242,10 @@ cp -p main/* keep/
 run again "$BIN" train "$CFG" --set training.epochs=1 --out main
 expect_rc again 2 "training into a finished run without --force exits 2"
 same=1
-for f in config.yaml metrics.csv train.log model.safetensors run.json; do
-    cmp -s "keep/$f" "main/$f" || same=0
+for f in keep/*; do
+    cmp -s "$f" "main/${f#keep/}" || same=0
 done
-if [ $same -eq 1 ] && [ "$(ls main | wc -l)" -eq 5 ]; then
+if [ $same -eq 1 ] && [ "$(ls main)" = "$(ls keep)" ]; then
     pass "the refused run leaves the old files byte-identical"
 else
     fail "the refused run leaves the old files byte-identical" \
@@ -459,6 +461,183 @@ expect_bad "--set of an unknown key" \
 
 run summary_bad "$BIN" summary "$B/unknown-layer.yaml"
 expect_rc summary_bad 2 "summary of a bad config exits 2"
+
+# --- compare and plot -------------------------------------------------------
+
+mkdir -p "$TMP/cmp"
+cd "$TMP/cmp" || exit 1
+
+run cmp_a "$BIN" train "$CFG" --set training.epochs=2 \
+    --set optimizer.lr=0.05 --out lr-a --quiet
+rc_a=$RC
+run cmp_b "$BIN" train "$CFG" --set training.epochs=2 \
+    --set optimizer.lr=0.01 --out lr-b --quiet
+if [ "$rc_a" -eq 0 ] && [ "$RC" -eq 0 ]; then
+    pass "two runs to compare, lr 0.05 and 0.01"
+else
+    fail "two runs to compare, lr 0.05 and 0.01" \
+         "stderr: $(head -c 600 "$TMP/cmp_a.err" "$TMP/cmp_b.err")"
+fi
+
+run compare "$BIN" compare lr-a lr-b
+expect_rc compare 0 "compare of two runs exits 0"
+if [ "$(wc -l <"$TMP/compare.out")" -eq 3 ] &&
+   awk 'NR == 1 && $1 == "run" && $2 == "optimizer" { h = 1 }
+        NR == 2 && $1 == "lr-a" && $2 == "sgd" && $3 == "0.05" { a = 1 }
+        NR == 3 && $1 == "lr-b" && $2 == "sgd" && $3 == "0.01" { b = 1 }
+        END { exit !(h && a && b) }' "$TMP/compare.out"; then
+    pass "compare prints a header and one row per run, in order"
+else
+    fail "compare prints a header and one row per run, in order" \
+         "stdout: $(cat "$TMP/compare.out")"
+fi
+
+csv_header=run,optimizer,lr,steps,final_train_loss,best_test_acc
+csv_header=$csv_header,best_epoch,seconds,images_per_s,optimizer_state_bytes
+run compare_csv "$BIN" compare --csv lr-a lr-b
+expect_rc compare_csv 0 "compare --csv exits 0"
+steps=$(column lr-a/metrics.csv step | tail -n 1)
+if [ "$(head -n 1 "$TMP/compare_csv.out")" = "$csv_header" ] &&
+   [ "$(wc -l <"$TMP/compare_csv.out")" -eq 3 ] &&
+   [ "$(column "$TMP/compare_csv.out" run | tr '\n' ' ')" = "lr-a lr-b " ] &&
+   [ "$(column "$TMP/compare_csv.out" lr | tr '\n' ' ')" = "0.05 0.01 " ] &&
+   [ "$(column "$TMP/compare_csv.out" steps | head -n 1)" = "$steps" ] &&
+   awk -F, 'NF != 10 { exit 1 }' "$TMP/compare_csv.out"; then
+    pass "compare --csv: the header, two rows of 10 cells, lr and steps"
+else
+    fail "compare --csv: the header, two rows of 10 cells, lr and steps" \
+         "stdout: $(cat "$TMP/compare_csv.out")"
+fi
+
+# A run without run.json (older, or unfinished): what metrics.csv and
+# config.yaml tell, "-" for the rest.
+cp -r lr-a older
+rm -f older/run.json
+run compare_old "$BIN" compare older
+if [ "$RC" -eq 0 ] &&
+   awk 'NR == 2 && $1 == "older" && $2 == "sgd" && $3 == "0.05" &&
+        $NF == "-" { ok = 1 } END { exit !ok }' "$TMP/compare_old.out"; then
+    pass "compare of a run without run.json uses metrics.csv and config.yaml"
+else
+    fail "compare of a run without run.json uses metrics.csv and config.yaml" \
+         "exit $RC" "stdout: $(cat "$TMP/compare_old.out")" \
+         "stderr: $(head -c 600 "$TMP/compare_old.err")"
+fi
+
+# A run.json written by hand: its figures win, memory in human units.
+cp -r lr-a summed
+cat >summed/run.json <<'EOF'
+{"name": "mlp", "optimizer": "adam", "lr": 0.001, "epochs": 1,
+ "steps": 469, "seconds": 12.3, "images_per_s": 4900.1,
+ "final_train_loss": 0.41, "final_test_acc": 0.85, "best_test_acc": 0.86,
+ "best_epoch": 1, "params": 235146, "optimizer_state_bytes": 1881168}
+EOF
+run compare_sum "$BIN" compare summed
+run compare_sum_csv "$BIN" compare summed --csv
+if grep -q '^summed  *adam  *0\.001  *469 .* 1\.8 MiB$' "$TMP/compare_sum.out" &&
+   grep -qx 'summed,adam,0.001,469,0.41,0.86,1,12.300,4900.1,1881168' \
+       "$TMP/compare_sum_csv.out"; then
+    pass "compare takes run.json's figures (1.8 MiB; 1881168 with --csv)"
+else
+    fail "compare takes run.json's figures (1.8 MiB; 1881168 with --csv)" \
+         "table: $(cat "$TMP/compare_sum.out")" \
+         "csv: $(cat "$TMP/compare_sum_csv.out")"
+fi
+
+# xml_ok FILE: python's XML parser reads FILE and its root is <svg>.
+xml_ok() {
+    python3 -c 'import sys, xml.dom.minidom
+doc = xml.dom.minidom.parse(sys.argv[1])
+assert doc.documentElement.tagName == "svg"' "$1" 2>"$TMP/xml.err"
+}
+
+run plot "$BIN" plot lr-a lr-b -o x.svg
+expect_rc plot 0 "plot of two runs exits 0"
+if [ -s x.svg ] && xml_ok x.svg && grep -q '>lr-a<' x.svg &&
+   grep -q '>lr-b<' x.svg; then
+    pass "plot writes valid XML naming both runs"
+else
+    fail "plot writes valid XML naming both runs" "$(cat "$TMP/xml.err")"
+fi
+if [ ! -s "$TMP/plot.out" ] && ! ls x.svg.tmp* >/dev/null 2>&1; then
+    pass "plot prints nothing and leaves no temporary file"
+else
+    fail "plot prints nothing and leaves no temporary file"
+fi
+
+mkdir -p 'odd & <names>'
+cp -r lr-b "odd & <names>/it's \"b\""
+run plot_odd "$BIN" plot --output odd.svg lr-a "odd & <names>/it's \"b\""
+if [ "$RC" -eq 0 ] && xml_ok odd.svg &&
+   grep -q "it&apos;s &quot;b&quot;" odd.svg; then
+    pass "plot --output escapes run names for XML"
+else
+    fail "plot --output escapes run names for XML" "exit $RC" \
+         "$(cat "$TMP/xml.err" "$TMP/plot_odd.err")"
+fi
+
+run plot_old "$BIN" plot older -o old.svg
+if [ "$RC" -eq 0 ] && xml_ok old.svg; then
+    pass "plot of a run without run.json"
+else
+    fail "plot of a run without run.json" "exit $RC"
+fi
+
+run plot_noout "$BIN" plot lr-a
+expect_rc plot_noout 2 "plot without -o exits 2"
+
+# Broken run directories: exit 2, one error naming the file, no output.
+mkdir -p empty garbage truncated
+cp lr-a/config.yaml empty/
+: >empty/metrics.csv
+cp lr-a/config.yaml lr-a/metrics.csv garbage/
+echo 'this is not json' >garbage/run.json
+cp lr-a/config.yaml truncated/
+head -n 3 lr-a/metrics.csv >truncated/metrics.csv
+printf '1,13,0.05,0.9' >>truncated/metrics.csv
+
+# expect_broken NAME WANT CMD...: exit 2, one error line holding WANT,
+# nothing on stdout.
+expect_broken() {
+    local name=$1 want=$2
+    shift 2
+    run "$name" "$@"
+    local err=$TMP/$name.err
+    if [ "$RC" -ne 2 ]; then
+        fail "$name: exits 2" "exit $RC" "stderr: $(head -c 600 "$err")"
+    elif [ "$(grep -c 'error:' "$err")" -ne 1 ] ||
+         ! grep -qF -- "$want" "$err"; then
+        fail "$name: one error naming $want" "stderr: $(head -c 600 "$err")"
+    elif [ -s "$TMP/$name.out" ]; then
+        fail "$name: nothing on stdout" "stdout: $(head -c 300 "$TMP/$name.out")"
+    else
+        pass "$name: exit 2, one error naming $want"
+    fi
+}
+
+expect_broken "compare of a missing directory" "nowhere: error: cannot open" \
+    "$BIN" compare lr-a nowhere
+expect_broken "compare of an empty metrics.csv" \
+    "empty/metrics.csv: error: empty" "$BIN" compare lr-a empty
+expect_broken "compare of a garbage run.json" \
+    "garbage/run.json:1:1: error: expected a JSON object" \
+    "$BIN" compare garbage --csv
+expect_broken "compare of a truncated metrics.csv row" \
+    "truncated/metrics.csv:4: error: 4 cells" "$BIN" compare truncated
+expect_broken "plot of a broken run" "empty/metrics.csv: error: empty" \
+    "$BIN" plot lr-a empty -o broken.svg
+if [ -e broken.svg ]; then
+    fail "a failed plot writes no file"
+else
+    pass "a failed plot writes no file"
+fi
+
+run compare_none "$BIN" compare
+expect_rc compare_none 2 "compare without RUN_DIR exits 2"
+run compare_badopt "$BIN" compare lr-a --bogus
+expect_rc compare_badopt 2 "compare with an unknown option exits 2"
+run plot_none "$BIN" plot -o none.svg
+expect_rc plot_none 2 "plot without RUN_DIR exits 2"
 
 echo "# $COUNT checks, $FAILED failed"
 [ "$FAILED" -eq 0 ]

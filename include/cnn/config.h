@@ -89,6 +89,19 @@ struct cnn_schedule_config {
     double threshold;               /* plateau: relative improvement */
 };
 
+enum cnn_on_nan {
+    CNN_ON_NAN_STOP,
+    CNN_ON_NAN_SKIP,
+    CNN_ON_NAN_ROLLBACK,
+};
+
+/* Metrics a stopping rule or best.safetensors can follow. */
+enum cnn_metric {
+    CNN_METRIC_TEST_LOSS,
+    CNN_METRIC_TEST_ACC,
+    CNN_METRIC_TRAIN_LOSS,
+};
+
 struct cnn_training_config {
     long long epochs;
     long long batch_size;
@@ -97,6 +110,16 @@ struct cnn_training_config {
     enum cnn_loss_kind loss;
     long long threads;              /* 0 = all cores */
     long long accumulate;           /* micro-batches per optimizer step */
+    long long checkpoint_every;     /* steps; 0 = epoch ends and stops */
+    long long keep_checkpoints;     /* newest ones kept */
+    double max_time;                /* seconds across restarts; 0 = none */
+    enum cnn_on_nan on_nan;
+    long long max_rollbacks;
+    enum cnn_metric best_metric;    /* picks best.safetensors */
+    bool early_stopping;
+    enum cnn_metric stop_metric;
+    long long patience;             /* epochs without improvement */
+    double min_delta;               /* improvement that counts */
 };
 
 struct cnn_config {
@@ -141,6 +164,13 @@ void cnn_config_emit(const struct cnn_config *cfg, FILE *out);
 
 /* The same, into a malloc'd string the caller frees; NULL on no memory. */
 char *cnn_config_emit_string(const struct cnn_config *cfg);
+
+/* Calls fn for each leaf path whose value differs between the trees a
+ * (old) and b (new); a side where the path is absent passes NULL. */
+void cnn_config_diff(const struct cnn_node *a, const struct cnn_node *b,
+                     void (*fn)(void *ctx, const char *path, const char *old,
+                                const char *new_value),
+                     void *ctx);
 
 void cnn_config_free(struct cnn_config *cfg);
 

@@ -15,7 +15,9 @@ enum cnn_status {
     CNN_ERR_IO,          /* reading or writing the run directory failed */
     CNN_ERR_NOMEM,       /* an allocation failed */
     CNN_ERR_UNSUPPORTED, /* a known feature that is not built yet */
-    CNN_ERR_RUNTIME,     /* training itself failed (e.g. loss became NaN) */
+    CNN_ERR_RUNTIME,     /* training itself failed */
+    CNN_ERR_NONFINITE,   /* loss or gradients stopped being finite */
+    CNN_STOPPED,         /* stopped by a signal after a checkpoint */
 };
 
 struct cnn_error {
@@ -42,7 +44,8 @@ void cnn_error_hint(struct cnn_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* The process exit code for a status: 0 ok, 2 for usage, config and data
- * errors, 1 for everything else. */
+ * errors, 3 for a non-finite loss or gradient, 75 (EX_TEMPFAIL) for a run
+ * stopped by a signal that can be resumed, 1 for everything else. */
 int cnn_status_exit_code(enum cnn_status status);
 
 const char *cnn_status_name(enum cnn_status status);

@@ -60,6 +60,7 @@ struct cnn_metrics_row {
     double images_per_s;
     double elapsed_s;
     double grad_norm;       /* mean pre-clip global L2 norm */
+    double skipped_steps;   /* non-finite steps skipped so far */
 };
 
 /* A row with every value cell empty (NAN). */

@@ -10,6 +10,8 @@
 #ifndef CNN_TRAIN_H
 #define CNN_TRAIN_H
 
+#include <signal.h>
+
 #include "cnn/config.h"
 #include "cnn/data.h"
 #include "cnn/net.h"
@@ -41,7 +43,11 @@ enum cnn_status cnn_config_input_shape(const struct cnn_config *cfg,
 
 struct cnn_train_opts {
     const char *run_dir;
-    bool force;                     /* replace a finished run in run_dir */
+    bool force;                     /* start over, clearing run_dir */
+    bool resume;                    /* go on from the newest checkpoint */
+    const char *resume_path;        /* ... or from this one */
+    volatile sig_atomic_t *stop;    /* set: checkpoint and stop (75) */
+    volatile sig_atomic_t *save_now;/* set: checkpoint and go on */
 };
 
 /* Result figures of a finished run. */

@@ -16,6 +16,8 @@ void cli_usage(FILE *out)
 {
     fputs("usage: cnn-train [train] CONFIG [options]\n"
           "       cnn-train summary CONFIG [--set KEY=VALUE]...\n"
+          "       cnn-train compare RUN_DIR... [--csv]\n"
+          "       cnn-train plot RUN_DIR... -o FILE.svg\n"
           "       cnn-train --help | --version\n"
           "\n"
           "Train the model a YAML config describes; see cnn-train(1).\n"
@@ -26,10 +28,17 @@ void cli_usage(FILE *out)
           "  --out DIR             run directory (default runs/<config stem>)\n"
           "  --seed N              the run's seed (same as --set seed=N)\n"
           "  --threads N           BLAS threads (default: all cores)\n"
-          "  --force               replace a finished run in the run directory\n"
+          "  --resume [PATH]       continue from the newest good checkpoint in\n"
+          "                        the run directory, or from PATH\n"
+          "  --force               start over, clearing the run directory\n"
           "  --quiet               only warnings and errors on stderr\n"
           "  -h, --help            this text\n"
           "  -V, --version         program version\n"
+          "\n"
+          "compare prints one row per run directory (optimizer, lr, steps,\n"
+          "final loss, best test accuracy, time, speed, optimizer memory);\n"
+          "--csv gives comma-separated values. plot writes an SVG of the\n"
+          "runs' training loss and test accuracy to -o/--output FILE.svg.\n"
           "\n"
           "exit status: 0 done, 1 runtime failure, 2 usage, config or data "
           "error\n", out);
@@ -51,7 +60,7 @@ int cli_parse(int argc, char **argv, const char *command,
               struct cli_opts *opts)
 {
     enum { OPT_SET = 256, OPT_OUT, OPT_SEED, OPT_THREADS, OPT_QUIET,
-           OPT_FORCE };
+           OPT_FORCE, OPT_RESUME };
     static const struct option longopts[] = {
         {"set", required_argument, NULL, OPT_SET},
         {"out", required_argument, NULL, OPT_OUT},
@@ -59,6 +68,7 @@ int cli_parse(int argc, char **argv, const char *command,
         {"threads", required_argument, NULL, OPT_THREADS},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"resume", no_argument, NULL, OPT_RESUME},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -102,6 +112,9 @@ int cli_parse(int argc, char **argv, const char *command,
         case OPT_FORCE:
             opts->force = true;
             break;
+        case OPT_RESUME:
+            opts->resume = true;
+            break;
         case 'h':
             cli_usage(stdout);
             return 0;
@@ -122,6 +135,16 @@ int cli_parse(int argc, char **argv, const char *command,
     if (optind >= argc) {
         fprintf(stderr, "cnn-train %s: missing CONFIG\n", command);
         fprintf(stderr, "try 'cnn-train --help'\n");
+        return 2;
+    }
+    /* --resume PATH: the checkpoint is the one positional after CONFIG. */
+    if (opts->resume && optind + 2 == argc) {
+        opts->resume_path = argv[optind + 1];
+        argc--;
+    }
+    if (opts->resume && opts->force) {
+        fprintf(stderr, "cnn-train %s: --resume and --force contradict each "
+                "other\n", command);
         return 2;
     }
     if (optind + 1 < argc) {
@@ -154,6 +177,11 @@ enum cnn_status cli_load_config(const struct cli_opts *opts,
 
 int cli_report(const struct cnn_error *err)
 {
+    if (err->status == CNN_STOPPED) {
+        fprintf(stderr, "cnn-train: %s; continue with --resume\n",
+                err->message);
+        return cnn_status_exit_code(err->status);
+    }
     if (err->where[0])
         fprintf(stderr, "%s: error: %s\n", err->where, err->message);
     else

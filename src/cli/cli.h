@@ -23,6 +23,8 @@ struct cli_opts {
     long long threads;           /* --threads, 0 if absent */
     bool quiet;
     bool force;
+    bool resume;                 /* --resume */
+    const char *resume_path;     /* --resume PATH */
 };
 
 /* Parses argv after the subcommand. Returns 0 to go on, or an exit code
@@ -42,5 +44,7 @@ void cli_usage(FILE *out);
 
 int cli_train(int argc, char **argv);
 int cli_summary(int argc, char **argv);
+int cli_compare(int argc, char **argv);
+int cli_plot(int argc, char **argv);
 
 #endif

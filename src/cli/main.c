@@ -16,6 +16,8 @@ struct command {
 static const struct command commands[] = {
     {"train", cli_train},
     {"summary", cli_summary},
+    {"compare", cli_compare},
+    {"plot", cli_plot},
 };
 
 int main(int argc, char **argv)

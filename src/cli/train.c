@@ -2,8 +2,10 @@
  * cnn-train train CONFIG: check everything, then train into the run
  * directory.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cnn/ops.h"
@@ -18,6 +20,40 @@ static void default_run_dir(const char *config, char *buf, size_t cap)
     if (len == 0)
         len = strlen(base);
     snprintf(buf, cap, "runs/%.*s", (int)len, base);
+}
+
+/* The one piece of process-wide state: what signals asked for. A signal
+ * handler can only set a flag, so these live at file scope and the loop
+ * reads them through cnn_train_opts. */
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t checkpoint_requested;
+
+/* SIGINT/SIGTERM: the first asks for a checkpoint and a clean stop; a
+ * second ends the process at once, leaving the last checkpoint as it is
+ * (a half-written one is only ever a temporary file). */
+static void on_stop(int sig)
+{
+    (void)sig;
+    if (stop_requested)
+        _exit(75);
+    stop_requested = 1;
+}
+
+static void on_hangup(int sig)
+{
+    (void)sig;
+    checkpoint_requested = 1;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa = {0};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_hangup;
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 int cli_train(int argc, char **argv)
@@ -38,6 +74,9 @@ int cli_train(int argc, char **argv)
     else
         default_run_dir(opts.config, run_dir, sizeof run_dir);
 
+    /* From the start: a stop during loading still ends in a checkpoint
+     * (of the state loaded) and status 75, not a silent death. */
+    catch_signals();
     enum cnn_status st = cli_load_config(&opts, &cfg, &err);
     if (st == CNN_OK) {
         cnn_blas_threads((int)cfg.training.threads);
@@ -45,8 +84,12 @@ int cli_train(int argc, char **argv)
     }
     if (st == CNN_OK) {
         cnn_log_init(&log, stderr, opts.quiet);
-        struct cnn_train_opts topts = {.run_dir = run_dir,
-                                       .force = opts.force};
+        struct cnn_train_opts topts = {
+            .run_dir = run_dir, .force = opts.force, .resume = opts.resume,
+            .resume_path = opts.resume_path, .stop = &stop_requested,
+            .save_now = &checkpoint_requested,
+        };
+
         st = cnn_train_run(&session, &topts, &log, &res, &err);
         cnn_log_close(&log);
         cnn_session_close(&session);

@@ -7,7 +7,8 @@
 #include <math.h>
 
 static const char HEADER[] = "epoch,step,lr,train_loss,train_acc,test_loss,"
-                             "test_acc,images_per_s,elapsed_s,grad_norm\n";
+                             "test_acc,images_per_s,elapsed_s,grad_norm,"
+                             "skipped_steps\n";
 
 struct cnn_metrics_row cnn_metrics_row_empty(long long epoch, long long step)
 {
@@ -15,6 +16,7 @@ struct cnn_metrics_row cnn_metrics_row_empty(long long epoch, long long step)
         .epoch = epoch, .step = step, .lr = NAN, .train_loss = NAN,
         .train_acc = NAN, .test_loss = NAN, .test_acc = NAN,
         .images_per_s = NAN, .elapsed_s = NAN, .grad_norm = NAN,
+        .skipped_steps = NAN,
     };
 }
 
@@ -46,6 +48,7 @@ void cnn_metrics_write(FILE *f, const struct cnn_metrics_row *r)
     cell(f, r->images_per_s, "%.1f");
     cell(f, r->elapsed_s, "%.3f");
     cell(f, r->grad_norm, "%.6g");
+    cell(f, r->skipped_steps, "%.0f");
     fputc('\n', f);
     fflush(f);
 }
