@@ -46,5 +46,6 @@ int cli_train(int argc, char **argv);
 int cli_summary(int argc, char **argv);
 int cli_compare(int argc, char **argv);
 int cli_plot(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const struct command commands[] = {
     {"summary", cli_summary},
     {"compare", cli_compare},
     {"plot", cli_plot},
+    {"bench", cli_bench},
 };
 
 int main(int argc, char **argv)
