@@ -1,0 +1,50 @@
+#!/bin/bash
+# Training images/s of cnn-train beside PyTorch on the same machine, in
+# one sitting, alternating the two so drift hits both: for each model,
+# ROUNDS rounds of (ours at 1 and 2 threads, PyTorch at 1 and 2 threads),
+# then medians and the ratio against PyTorch's best thread count.
+#
+#   tests/bench/vs-pytorch.sh [build/cnn-train] [ROUNDS]
+#
+# Needs Debian's python3-torch (run by /usr/bin/python3) and the team's
+# reference script torch_bench.py, found in $TORCH_BENCH_DIR or
+# ../shared/bench beside the repository.
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${1:-$ROOT/build/cnn-train}
+ROUNDS=${2:-3}
+REF=${TORCH_BENCH_DIR:-$ROOT/../shared/bench}
+[ -f "$REF/torch_bench.py" ] || { echo "no $REF/torch_bench.py" >&2; exit 2; }
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+ours() {            # ours MODEL THREADS -> images/s
+    "$BIN" bench "$ROOT/configs/$1.yaml" --threads "$2" --json --steps 30 |
+        sed 's/.*"images_per_s": \([0-9.]*\).*/\1/'
+}
+theirs() {          # theirs MODEL THREADS -> images/s
+    (cd "$REF" && OMP_WAIT_POLICY=passive /usr/bin/python3 torch_bench.py \
+        --models "$1" --threads "$2" --steps 30 --repeats 3) |
+        sed -n 's/.*img\/s median *\([0-9.]*\).*/\1/p'
+}
+
+printf '%-6s %12s %12s %12s %12s %8s\n' model "ours 1t" "ours 2t" \
+    "torch 1t" "torch 2t" ratio
+for model in ${MODELS:-mlp lenet}; do
+    declare -A runs=()
+    for r in $(seq "$ROUNDS"); do
+        for t in 1 2; do
+            runs[o$t]+="$(ours "$model" "$t") "
+            runs[t$t]+="$(theirs "$model" "$t") "
+        done
+    done
+    o1=$(echo ${runs[o1]} | tr ' ' '\n' | median)
+    o2=$(echo ${runs[o2]} | tr ' ' '\n' | median)
+    t1=$(echo ${runs[t1]} | tr ' ' '\n' | median)
+    t2=$(echo ${runs[t2]} | tr ' ' '\n' | median)
+    ratio=$(echo "o = if ($o1 > $o2) $o1 else $o2; t = if ($t1 > $t2) $t1 else $t2; o / t" |
+            bc -l)
+    printf '%-6s %12.0f %12.0f %12.0f %12.0f %8.2f\n' "$model" "$o1" "$o2" \
+        "$t1" "$t2" "$ratio"
+    unset runs
+done
