@@ -69,9 +69,7 @@ enum cnn_status cnn_checkpoint_save(const char *path, struct cnn_net *net,
                                     const char *config_text,
                                     struct cnn_error *err)
 {
-    int n_params = 0;
-    for (int i = 0; i < net->n_layers; i++)
-        n_params += net->layers[i].n_params;
+    int n_params = cnn_net_count_tensors(net);
     int cap = n_params + CNN_OPTIM_MAX_BUFFERS + 1;
     size_t name_cap = (size_t)cap * 160;
     struct cnn_tensor *t = calloc((size_t)cap, sizeof *t);

@@ -37,17 +37,53 @@ static char *dup_str(const char *s)
     return d;
 }
 
-static void node_free(struct cnn_node *n)
+void cnn_node_free(struct cnn_node *n)
 {
     if (!n)
         return;
     for (int i = 0; i < n->n_items; i++)
-        node_free(n->items[i]);
+        cnn_node_free(n->items[i]);
     free(n->items);
     free(n->value);
     free(n->key);
     free(n->path);
     free(n);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? dup_str(s) : NULL;
+}
+
+struct cnn_node *cnn_node_clone(const struct cnn_node *n)
+{
+    struct cnn_node *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    *c = *n;
+    c->items = NULL;
+    c->n_items = 0;
+    c->n_asked = 0;
+    c->used = false;
+    c->value = dup_or_null(n->value);
+    c->key = dup_or_null(n->key);
+    c->path = dup_or_null(n->path);
+    bool ok = (!n->value || c->value) && (!n->key || c->key) &&
+              (!n->path || c->path);
+    if (ok && n->n_items) {
+        c->items = calloc((size_t)n->n_items, sizeof *c->items);
+        ok = c->items != NULL;
+        for (int i = 0; ok && i < n->n_items; i++) {
+            c->items[i] = cnn_node_clone(n->items[i]);
+            ok = c->items[i] != NULL;
+            c->n_items = i + 1;
+        }
+    }
+    if (!ok) {
+        cnn_node_free(c);
+        return NULL;
+    }
+    return c;
 }
 
 static struct cnn_node *node_new(enum cnn_node_kind kind, const char *origin,
@@ -110,7 +146,7 @@ static struct cnn_node *build(struct builder *b, int id, int depth)
              it < y->data.sequence.items.top; it++) {
             struct cnn_node *c = build(b, *it, depth + 1);
             if (!c || node_append(n, c) != 0) {
-                node_free(c);
+                cnn_node_free(c);
                 goto fail;
             }
         }
@@ -148,7 +184,7 @@ static struct cnn_node *build(struct builder *b, int id, int depth)
             c->key_line = kl;
             c->key_col = kc;
             if (!c->key || node_append(n, c) != 0) {
-                node_free(c);
+                cnn_node_free(c);
                 goto nomem;
             }
         }
@@ -157,13 +193,13 @@ static struct cnn_node *build(struct builder *b, int id, int depth)
     default:
         break;
     }
-    node_free(n);
+    cnn_node_free(n);
     return NULL;
 
 nomem:
     cnn_error_set(b->err, CNN_ERR_NOMEM, "out of memory reading %s", b->origin);
 fail:
-    node_free(n);
+    cnn_node_free(n);
     return NULL;
 }
 
@@ -253,7 +289,7 @@ static struct cnn_node *parse_yaml(const char *text, size_t len,
                      second->start_mark.column + 1);
             cnn_error_at(err, CNN_ERR_CONFIG, where,
                          "more than one YAML document; a config is one");
-            node_free(root);
+            cnn_node_free(root);
             root = NULL;
         }
         yaml_document_delete(&doc);
@@ -409,10 +445,10 @@ enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
     clear_marks(value);
     /* A value like "" parses to an empty document: make it a null scalar. */
     if (value->kind == CNN_NODE_MAP && value->n_items == 0 && !strchr(eq + 1, '{')) {
-        node_free(value);
+        cnn_node_free(value);
         value = node_new(CNN_NODE_SCALAR, origin, 0, 0);
         if (!value || !(value->value = dup_str(""))) {
-            node_free(value);
+            cnn_node_free(value);
             free(keypath);
             return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
         }
@@ -454,7 +490,7 @@ enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
                                         : value;
                 if (!c || !(c->key = dup_str(key)) || node_append(at, c) != 0) {
                     if (c != value)
-                        node_free(c);
+                        cnn_node_free(c);
                     st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
                     break;
                 }
@@ -469,14 +505,14 @@ enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
         if (!*p) {
             value->key = (*slot)->key;
             (*slot)->key = NULL;
-            node_free(*slot);
+            cnn_node_free(*slot);
             *slot = value;
             value = NULL;
             break;
         }
         at = *slot;
     }
-    node_free(value);
+    cnn_node_free(value);
     free(keypath);
     if (st == CNN_OK)
         assign_paths(cfg->root, "");
@@ -998,7 +1034,7 @@ void cnn_config_free(struct cnn_config *cfg)
 {
     if (!cfg)
         return;
-    node_free(cfg->root);
+    cnn_node_free(cfg->root);
     for (int i = 0; i < cfg->n_origins; i++)
         free(cfg->origins[i]);
     free(cfg->origins);

@@ -118,7 +118,8 @@ static int kind_ordinal(const struct cnn_net *net,
 }
 
 static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
-                                 struct cnn_shape in, struct cnn_error *err)
+                                 struct cnn_shape in, int copy,
+                                 struct cnn_error *err)
 {
     const char *name = NULL;
     struct cnn_node *args = NULL;
@@ -133,6 +134,7 @@ static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
     l->node = item;
     l->batch = net->batch;
     l->in = in;
+    l->copy = copy;
     if (net->n_layers == 0) {
         snprintf(l->prev, sizeof l->prev, "the input");
     } else {
@@ -161,22 +163,56 @@ static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
     return CNN_OK;
 }
 
-/* He init before ReLU-like activations, Glorot before sigmoid and tanh
- * and for the output layer: the first activation after a layer (skipping
- * pools, flatten, dropout) decides for its "init: auto" tensors. */
-static void choose_init(struct cnn_net *net)
+/* How many layers an item stands for: residual blocks may repeat. */
+static enum cnn_status item_count(struct cnn_node *item, int *count,
+                                  struct cnn_error *err)
+{
+    *count = 1;
+    if (item->kind != CNN_NODE_MAP || item->n_items != 1)
+        return CNN_OK;
+    struct cnn_node *args = item->items[0];
+    if (strcmp(args->key, "residual") != 0 || args->kind != CNN_NODE_MAP)
+        return CNN_OK;
+    long long n;
+    if (cnn_read_int(args, "repeat", 1, 1, 1000, &n, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+    *count = (int)n;
+    return CNN_OK;
+}
+
+/* A layer that starts a new weight-bearing step ends the look-ahead of
+ * choose_init; normalization, pooling, flatten and dropout do not. */
+static bool has_weights(const struct cnn_layer *l)
+{
+    if (l->kind->children)
+        return true;
+    for (int j = 0; j < l->n_params; j++)
+        if (l->params[j].kind == CNN_PARAM_WEIGHT)
+            return true;
+    return false;
+}
+
+/* He init before ReLU-like activations, Glorot before sigmoid and tanh:
+ * the first activation after a layer, in its own stack, decides for its
+ * "init: auto" tensors; tail is the pick for the stack's last layers
+ * (Glorot for a model's output, the block's activation in a residual
+ * body). */
+static void choose_init(struct cnn_net *net, enum cnn_init tail)
 {
     for (int i = 0; i < net->n_layers; i++) {
-        enum cnn_init pick = CNN_INIT_GLOROT_UNIFORM;
+        enum cnn_init pick = tail;
         for (int j = i + 1; j < net->n_layers; j++) {
-            const struct cnn_layer_kind *k = net->layers[j].kind;
-            if (k == &cnn_layer_relu || k == &cnn_layer_leaky_relu) {
+            const struct cnn_layer *next = &net->layers[j];
+            if (next->kind == &cnn_layer_relu ||
+                next->kind == &cnn_layer_leaky_relu) {
                 pick = CNN_INIT_HE_NORMAL;
                 break;
             }
-            if (k == &cnn_layer_sigmoid || k == &cnn_layer_tanh ||
-                net->layers[j].n_params > 0)
+            if (next->kind == &cnn_layer_sigmoid ||
+                next->kind == &cnn_layer_tanh || has_weights(next)) {
+                pick = CNN_INIT_GLOROT_UNIFORM;
                 break;
+            }
         }
         for (int p = 0; p < net->layers[i].n_params; p++)
             if (net->layers[i].params[p].init == CNN_INIT_AUTO)
@@ -184,64 +220,221 @@ static void choose_init(struct cnn_net *net)
     }
 }
 
-static enum cnn_status allocate(struct cnn_net *net, struct cnn_error *err)
+/* --- walking every parameter, nested stacks included ---------------------- */
+
+typedef void (*param_fn)(void *ctx, const char *name, struct cnn_param *p,
+                         float lr_mult, bool trainable);
+
+/* Depth first: a layer's own tensors, then those of its stacks, named
+ * "<layer>.<stack>.<layer>.<suffix>". lr_mult multiplies down the tree;
+ * a frozen layer freezes everything inside it. */
+static void walk(struct cnn_net *net, const char *prefix, float lr_mult,
+                 bool trainable, param_fn fn, void *ctx)
 {
-    double n_params = 0;
-    double act_bytes = sizeof(float) * (double)net->batch *
-                       (double)cnn_shape_size(net->in);
-    if (act_bytes > MAX_ACT_BYTES)
+    char name[1024];
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_layer *l = &net->layers[i];
+        float lr = lr_mult * l->lr_mult;
+        /* Names nest at most as deep as the YAML (64 levels of 64). */
+        if (strlen(prefix) + sizeof l->name + 32 > sizeof name)
+            return;
+        bool tr = trainable && l->trainable;
+        for (int j = 0; j < l->n_params; j++) {
+            snprintf(name, sizeof name, "%s%s.%s", prefix, l->name,
+                     l->params[j].suffix);
+            fn(ctx, name, &l->params[j], lr, tr);
+        }
+        if (!l->kind->children)
+            continue;
+        struct cnn_net *subs[4];
+        const char *names[4];
+        int n = l->kind->children(l, subs, names, 4);
+        for (int k = 0; k < n; k++) {
+            snprintf(name, sizeof name, "%s%s.%s.", prefix, l->name, names[k]);
+            walk(subs[k], name, lr, tr, fn, ctx);
+        }
+    }
+}
+
+struct count_ctx {
+    double floats;
+    int tensors;
+};
+
+static void count_param(void *ctx, const char *name, struct cnn_param *p,
+                        float lr, bool tr)
+{
+    struct count_ctx *c = ctx;
+    c->floats += (double)p->count;
+    c->tensors++;
+}
+
+struct place_ctx {
+    struct cnn_net *net;
+    size_t offset;
+};
+
+static void place_param(void *ctx, const char *name, struct cnn_param *p,
+                        float lr, bool tr)
+{
+    struct place_ctx *c = ctx;
+    p->data = c->net->params + c->offset;
+    p->grad = c->net->grads + c->offset;
+    c->offset += p->count;
+}
+
+/* Parameter floats of a layer and everything nested in it. */
+static double layer_floats(struct cnn_layer *l)
+{
+    struct cnn_net one = {.layers = l, .n_layers = 1};
+    struct count_ctx c = {0};
+    walk(&one, "", 1.0f, true, count_param, &c);
+    return c.floats;
+}
+
+static enum cnn_status check_input(const struct cnn_net *net,
+                                   struct cnn_error *err)
+{
+    double bytes = sizeof(float) * (double)net->batch *
+                   (double)cnn_shape_size(net->in);
+    if (bytes > MAX_ACT_BYTES)
         return cnn_error_set(err, CNN_ERR_CONFIG, "one batch of %d inputs of "
                              "%dx%dx%d needs %.1f GiB: too large", net->batch,
                              net->in.c, net->in.h, net->in.w,
-                             act_bytes / (1ull << 30));
-    for (int i = 0; i < net->n_layers; i++) {
-        struct cnn_layer *l = &net->layers[i];
-        for (int j = 0; j < l->n_params; j++)
-            n_params += (double)l->params[j].count;
-        act_bytes += 2.0 * sizeof(float) * net->batch *
-                     (double)cnn_shape_size(l->out);
-        if (n_params > MAX_PARAM_FLOATS)
-            return cnn_node_error(err, l->node, "the model reaches %.3g "
-                                  "parameters at %s: too large", n_params,
-                                  l->name);
-        if (act_bytes > MAX_ACT_BYTES)
+                             bytes / (1ull << 30));
+    return CNN_OK;
+}
+
+/* Activation and gradient buffers of one stack. A nested stack borrows
+ * its input (acts[0]) from the layer that holds it but owns the input's
+ * gradient, which that layer needs. */
+static enum cnn_status allocate_activations(struct cnn_net *net,
+                                            struct cnn_error *err)
+{
+    double bytes_total = 0;
+    for (int i = 0; i <= net->n_layers; i++) {
+        struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
+        bytes_total += 2.0 * sizeof(float) * net->batch *
+                       (double)cnn_shape_size(s);
+        if (i > 0 && bytes_total > MAX_ACT_BYTES) {
+            const struct cnn_layer *l = &net->layers[i - 1];
             return cnn_node_error(err, l->node, "activations reach %.1f GiB "
                                   "at %s for batch %d: too large",
-                                  act_bytes / (1ull << 30), l->name,
+                                  bytes_total / (1ull << 30), l->name,
                                   net->batch);
-    }
-
-    net->n_params = (size_t)n_params;
-    net->params = calloc(net->n_params ? net->n_params : 1, sizeof(float));
-    net->grads = calloc(net->n_params ? net->n_params : 1, sizeof(float));
-    net->acts = calloc((size_t)net->n_layers + 1, sizeof *net->acts);
-    net->dacts = calloc((size_t)net->n_layers + 1, sizeof *net->dacts);
-    if (!net->params || !net->grads || !net->acts || !net->dacts)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the "
-                             "model's %zu parameters", net->n_params);
-
-    size_t off = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        struct cnn_layer *l = &net->layers[i];
-        for (int j = 0; j < l->n_params; j++) {
-            l->params[j].data = net->params + off;
-            l->params[j].grad = net->grads + off;
-            off += l->params[j].count;
         }
     }
+
+    size_t slots = (size_t)(net->n_layers > 0 ? net->n_layers : 0) + 1;
+    net->acts = calloc(slots, sizeof *net->acts);
+    net->dacts = calloc(slots, sizeof *net->dacts);
+    if (!net->acts || !net->dacts)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
 
     for (int i = 0; i <= net->n_layers; i++) {
         struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
         size_t bytes = (size_t)net->batch * cnn_shape_size(s) * sizeof(float);
-        net->acts[i] = calloc(1, bytes);
-        /* Nothing needs the gradient of the input itself. */
-        net->dacts[i] = i == 0 ? NULL : calloc(1, bytes);
-        if (!net->acts[i] || (i > 0 && !net->dacts[i]))
+        bool need_input = i > 0 || net->borrowed_input;
+        if (i > 0 || !net->borrowed_input)
+            net->acts[i] = calloc(1, bytes);
+        if (need_input)
+            net->dacts[i] = calloc(1, bytes);
+        if ((i > 0 || !net->borrowed_input) && !net->acts[i])
             return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for "
                                  "activations (%zu bytes at layer %d)",
                                  bytes, i);
+        if (need_input && !net->dacts[i])
+            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for "
+                                 "gradients (%zu bytes at layer %d)",
+                                 bytes, i);
     }
     return CNN_OK;
+}
+
+/* The parameter block of the whole tree, placed tensor by tensor. */
+static enum cnn_status allocate_params(struct cnn_net *net,
+                                       struct cnn_error *err)
+{
+    struct count_ctx c = {0};
+    walk(net, "", 1.0f, true, count_param, &c);
+    if (c.floats > MAX_PARAM_FLOATS)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "the model has %.3g "
+                             "parameters: too large", c.floats);
+    net->n_params = (size_t)c.floats;
+    net->params = calloc(net->n_params ? net->n_params : 1, sizeof(float));
+    net->grads = calloc(net->n_params ? net->n_params : 1, sizeof(float));
+    if (!net->params || !net->grads)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the "
+                             "model's %zu parameters", net->n_params);
+    struct place_ctx p = {.net = net};
+    walk(net, "", 1.0f, true, place_param, &p);
+    return CNN_OK;
+}
+
+/* Builds the layers of a stack (without parameters or buffers). */
+static enum cnn_status build_layers(struct cnn_net *net, struct cnn_node *list,
+                                    struct cnn_shape in, int batch,
+                                    struct cnn_error *err)
+{
+    memset(net, 0, sizeof *net);
+    net->in = in;
+    net->batch = batch;
+    if (!list || list->kind != CNN_NODE_SEQ || list->n_items == 0)
+        return list ? cnn_node_error(err, list, "expected a non-empty list "
+                                     "of layers")
+                    : cnn_error_set(err, CNN_ERR_CONFIG, "the model has no "
+                                    "layers");
+
+    int total = 0;
+    for (int i = 0; i < list->n_items; i++) {
+        int k;
+        if (item_count(list->items[i], &k, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        total += k;
+    }
+    if (total > MAX_LAYERS)
+        return cnn_node_error(err, list, "more than %d layers", MAX_LAYERS);
+    net->layers = calloc((size_t)total, sizeof *net->layers);
+    if (!net->layers)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+
+    struct cnn_shape shape = in;
+    double floats = 0;
+    for (int i = 0; i < list->n_items; i++) {
+        int k;
+        item_count(list->items[i], &k, err);
+        for (int copy = 0; copy < k; copy++) {
+            enum cnn_status st = add_layer(net, list->items[i], shape, copy,
+                                           err);
+            if (st != CNN_OK)
+                return st;
+            struct cnn_layer *l = &net->layers[net->n_layers - 1];
+            floats += layer_floats(l);
+            if (floats > MAX_PARAM_FLOATS)
+                return cnn_node_error(err, l->node, "the model reaches %.3g "
+                                      "parameters at %s: too large", floats,
+                                      l->name);
+            shape = l->out;
+        }
+    }
+    net->out = shape;
+    return CNN_OK;
+}
+
+enum cnn_status cnn_net_build_stack(struct cnn_net *net, struct cnn_node *list,
+                                    struct cnn_shape in, int batch,
+                                    enum cnn_init tail,
+                                    struct cnn_error *err)
+{
+    enum cnn_status st = build_layers(net, list, in, batch, err);
+    net->borrowed_input = true;
+    if (st == CNN_OK) {
+        choose_init(net, tail);
+        st = allocate_activations(net, err);
+    }
+    if (st != CNN_OK)
+        cnn_net_free(net);
+    return st;
 }
 
 enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
@@ -251,50 +444,50 @@ enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
     memset(net, 0, sizeof *net);
     net->in = in;
     net->batch = batch;
-    if (!layers || layers->kind != CNN_NODE_SEQ || layers->n_items == 0)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "the model has no layers");
-    if (layers->n_items > MAX_LAYERS)
-        return cnn_node_error(err, layers, "more than %d layers", MAX_LAYERS);
-
-    net->layers = calloc((size_t)layers->n_items, sizeof *net->layers);
-    if (!net->layers)
-        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-
-    enum cnn_status st = CNN_OK;
-    struct cnn_shape shape = in;
-    for (int i = 0; i < layers->n_items && st == CNN_OK; i++) {
-        st = add_layer(net, layers->items[i], shape, err);
-        if (st == CNN_OK)
-            shape = net->layers[net->n_layers - 1].out;
-    }
+    enum cnn_status st = check_input(net, err);
+    if (st == CNN_OK)
+        st = build_layers(net, layers, in, batch, err);
     if (st == CNN_OK) {
-        net->out = shape;
-        choose_init(net);
-        st = allocate(net, err);
+        choose_init(net, CNN_INIT_GLOROT_UNIFORM);
+        st = allocate_params(net, err);
     }
+    if (st == CNN_OK)
+        st = allocate_activations(net, err);
     if (st != CNN_OK)
         cnn_net_free(net);
     return st;
+}
+
+static void init_param(void *ctx, const char *name, struct cnn_param *p,
+                       float lr, bool tr)
+{
+    cnn_param_init(p, ctx);
 }
 
 void cnn_net_init_params(struct cnn_net *net, uint64_t seed)
 {
     struct cnn_rng rng;
     cnn_rng_seed(&rng, seed, CNN_RNG_STREAM_INIT, 0);
-    for (int i = 0; i < net->n_layers; i++)
-        for (int j = 0; j < net->layers[i].n_params; j++)
-            cnn_param_init(&net->layers[i].params[j], &rng);
+    walk(net, "", 1.0f, true, init_param, &rng);
     cnn_rng_seed(&net->dropout_rng, seed, CNN_RNG_STREAM_DROPOUT, 0);
+}
+
+const float *cnn_net_forward_ctx(struct cnn_net *net, const float *x, int n,
+                                 const struct cnn_fwd_ctx *ctx)
+{
+    if (net->borrowed_input)
+        net->acts[0] = (float *)x;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_layer *l = &net->layers[i];
+        l->kind->forward(l, net->acts[i], net->acts[i + 1], n, ctx);
+    }
+    return net->acts[net->n_layers];
 }
 
 const float *cnn_net_forward(struct cnn_net *net, int n, bool train)
 {
     struct cnn_fwd_ctx ctx = {.train = train, .rng = &net->dropout_rng};
-    for (int i = 0; i < net->n_layers; i++) {
-        struct cnn_layer *l = &net->layers[i];
-        l->kind->forward(l, net->acts[i], net->acts[i + 1], n, &ctx);
-    }
-    return net->acts[net->n_layers];
+    return cnn_net_forward_ctx(net, net->acts[0], n, &ctx);
 }
 
 void cnn_net_backward(struct cnn_net *net, const float *dout, int n)
@@ -319,9 +512,17 @@ void cnn_net_zero_grad(struct cnn_net *net)
 size_t cnn_net_activation_bytes(const struct cnn_net *net)
 {
     size_t total = 0;
-    for (int i = 0; i < net->n_layers; i++)
-        total += (size_t)net->batch * cnn_shape_size(net->layers[i].out) *
-                 sizeof(float);
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_layer *l = &net->layers[i];
+        total += (size_t)net->batch * cnn_shape_size(l->out) * sizeof(float);
+        if (!l->kind->children)
+            continue;
+        struct cnn_net *subs[4];
+        const char *names[4];
+        int n = l->kind->children(l, subs, names, 4);
+        for (int k = 0; k < n; k++)
+            total += cnn_net_activation_bytes(subs[k]);
+    }
     return total;
 }
 
@@ -333,43 +534,62 @@ double cnn_net_flops(const struct cnn_net *net)
     return total;
 }
 
+struct each_ctx {
+    void (*fn)(void *ctx, const char *name, struct cnn_param *p);
+    void *ctx;
+};
+
+static void each_param(void *ctx, const char *name, struct cnn_param *p,
+                       float lr, bool tr)
+{
+    struct each_ctx *c = ctx;
+    c->fn(c->ctx, name, p);
+}
+
 void cnn_net_each_param(struct cnn_net *net,
                         void (*fn)(void *ctx, const char *name,
                                    struct cnn_param *p),
                         void *ctx)
 {
-    char name[160];
-    for (int i = 0; i < net->n_layers; i++) {
-        struct cnn_layer *l = &net->layers[i];
-        for (int j = 0; j < l->n_params; j++) {
-            snprintf(name, sizeof name, "%s.%s", l->name, l->params[j].suffix);
-            fn(ctx, name, &l->params[j]);
-        }
-    }
+    struct each_ctx c = {fn, ctx};
+    walk(net, "", 1.0f, true, each_param, &c);
 }
 
-struct cnn_param_group *cnn_net_param_groups(const struct cnn_net *net,
-                                             int *n)
+int cnn_net_count_tensors(struct cnn_net *net)
 {
-    int count = 0;
-    for (int i = 0; i < net->n_layers; i++)
-        count += net->layers[i].n_params;
+    struct count_ctx c = {0};
+    walk(net, "", 1.0f, true, count_param, &c);
+    return c.tensors;
+}
+
+struct group_ctx {
+    struct cnn_net *net;
+    struct cnn_param_group *g;
+    int n;
+};
+
+static void group_param(void *ctx, const char *name, struct cnn_param *p,
+                        float lr, bool tr)
+{
+    struct group_ctx *c = ctx;
+    c->g[c->n++] = (struct cnn_param_group){
+        .offset = (size_t)(p->data - c->net->params),
+        .count = p->count,
+        .kind = p->kind,
+        .lr_scale = lr,
+        .frozen = !tr || p->kind == CNN_PARAM_BUFFER,
+    };
+}
+
+struct cnn_param_group *cnn_net_param_groups(struct cnn_net *net, int *n)
+{
+    int count = cnn_net_count_tensors(net);
     struct cnn_param_group *g = calloc(count ? (size_t)count : 1, sizeof *g);
     if (!g)
         return NULL;
-
-    int k = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        const struct cnn_layer *l = &net->layers[i];
-        for (int j = 0; j < l->n_params; j++, k++) {
-            g[k].offset = (size_t)(l->params[j].data - net->params);
-            g[k].count = l->params[j].count;
-            g[k].kind = l->params[j].kind;
-            g[k].lr_scale = l->lr_mult;
-            g[k].frozen = !l->trainable;
-        }
-    }
-    *n = count;
+    struct group_ctx c = {.net = net, .g = g};
+    walk(net, "", 1.0f, true, group_param, &c);
+    *n = c.n;
     return g;
 }
 
@@ -381,7 +601,7 @@ void cnn_net_free(struct cnn_net *net)
         if (net->layers[i].kind->destroy)
             net->layers[i].kind->destroy(&net->layers[i]);
     if (net->acts)
-        for (int i = 0; i <= net->n_layers; i++)
+        for (int i = net->borrowed_input ? 1 : 0; i <= net->n_layers; i++)
             free(net->acts[i]);
     if (net->dacts)
         for (int i = 0; i <= net->n_layers; i++)

@@ -195,19 +195,11 @@ int cnn_net_tensors(struct cnn_net *net, struct cnn_tensor *t, char *names,
     return c.n;
 }
 
-static int count_params(const struct cnn_net *net)
-{
-    int n = 0;
-    for (int i = 0; i < net->n_layers; i++)
-        n += net->layers[i].n_params;
-    return n;
-}
-
 enum cnn_status cnn_safetensors_save(const char *path, struct cnn_net *net,
                                      const struct cnn_meta *meta, int n_meta,
                                      struct cnn_error *err)
 {
-    int cap = count_params(net);
+    int cap = cnn_net_count_tensors(net);
     size_t name_cap = (size_t)cap * 160 + 1;
     struct cnn_tensor *t = malloc((size_t)(cap ? cap : 1) * sizeof *t);
     char *names = malloc(name_cap);
@@ -632,7 +624,7 @@ enum cnn_status cnn_st_load_net(const struct cnn_st_file *f,
     if (c.st != CNN_OK || !strict)
         return c.st;
 
-    int cap = count_params(net);
+    int cap = cnn_net_count_tensors(net);
     size_t name_cap = (size_t)cap * 160 + 1;
     struct cnn_tensor *t = malloc((size_t)(cap ? cap : 1) * sizeof *t);
     char *names = malloc(name_cap);

@@ -259,6 +259,107 @@ static void test_stack_grad(void **state)
                 (struct cnn_shape){3, 1, 1});
 }
 
+static void test_batchnorm_grad(void **state)
+{
+    check_layer("    - batchnorm\n", (struct cnn_shape){3, 3, 3}, 4, true,
+                (struct cnn_shape){3, 3, 3});
+    /* 1-D, after a dense layer. */
+    check_layer("    - dense: {units: 5}\n    - batchnorm\n",
+                (struct cnn_shape){4, 1, 1}, 6, true,
+                (struct cnn_shape){5, 1, 1});
+}
+
+static void test_global_avgpool_grad(void **state)
+{
+    check_layer("    - global_avgpool\n", (struct cnn_shape){3, 4, 2}, 2,
+                true, (struct cnn_shape){3, 1, 1});
+}
+
+static void test_residual_identity_grad(void **state)
+{
+    check_layer("    - residual:\n"
+                "        body:\n"
+                "          - conv2d: {filters: 2, size: 3, pad: 1}\n"
+                "          - tanh\n"
+                "          - conv2d: {filters: 2, size: 3, pad: 1}\n"
+                "        activation: none\n",
+                (struct cnn_shape){2, 4, 4}, 2, true,
+                (struct cnn_shape){2, 4, 4});
+}
+
+static void test_residual_projection_grad(void **state)
+{
+    check_layer("    - residual:\n"
+                "        body:\n"
+                "          - conv2d: {filters: 3, size: 3, stride: 2, pad: 1}\n"
+                "          - batchnorm\n"
+                "          - tanh\n"
+                "          - conv2d: {filters: 3, size: 3, pad: 1}\n"
+                "        shortcut:\n"
+                "          - conv2d: {filters: 3, size: 1, stride: 2}\n"
+                "        activation: none\n",
+                (struct cnn_shape){2, 5, 5}, 3, true,
+                (struct cnn_shape){3, 3, 3});
+}
+
+static void test_residual_pad_repeat_grad(void **state)
+{
+    /* Two blocks: the first halves the size with a pad shortcut, the
+     * copy keeps the shape (stride forced to 1, identity shortcut). */
+    check_layer("    - residual:\n"
+                "        body:\n"
+                "          - conv2d: {filters: 3, size: 3, stride: 2, pad: 1}\n"
+                "          - tanh\n"
+                "        shortcut: pad\n"
+                "        activation: none\n"
+                "        repeat: 2\n",
+                (struct cnn_shape){2, 4, 4}, 2, true,
+                (struct cnn_shape){3, 2, 2});
+}
+
+static void test_residual_names_and_relu(void **state)
+{
+    struct fixture f = {0};
+    build(&f, "    - residual:\n"
+              "        body: [conv2d: {filters: 2, size: 1}, batchnorm]\n"
+              "        shortcut: [conv2d: {filters: 2, size: 1}]\n"
+              "        repeat: 2\n",
+          (struct cnn_shape){2, 2, 2}, 2);
+    assert_int_equal(f.net.n_layers, 2);
+    assert_string_equal(f.net.layers[1].name, "residual_2");
+    assert_int_equal(cnn_net_count_tensors(&f.net), 6 + 6 + 2);
+
+    /* ReLU after the sum: no negative output. */
+    float *x = cnn_net_input(&f.net);
+    for (int i = 0; i < 16; i++)
+        x[i] = (float)(i % 5) - 2.0f;
+    const float *y = cnn_net_forward(&f.net, 2, true);
+    for (int i = 0; i < 16; i++)
+        assert_true(y[i] >= 0.0f);
+    teardown(&f);
+}
+
+static void test_batchnorm_modes(void **state)
+{
+    struct fixture f = {0};
+    build(&f, "    - batchnorm: {momentum: 0.5}\n", (struct cnn_shape){1, 1, 2},
+          2);
+    float in[4] = {1, 3, 5, 7};           /* mean 4, biased var 5 */
+    memcpy(cnn_net_input(&f.net), in, sizeof in);
+    const float *y = cnn_net_forward(&f.net, 2, true);
+    assert_float_equal(y[0], -3 / sqrt(5 + 1e-5), 1e-5);
+    const float *rm = f.net.layers[0].params[2].data;
+    const float *rv = f.net.layers[0].params[3].data;
+    assert_float_equal(rm[0], 0.5 * 4, 1e-6);           /* from 0 */
+    assert_float_equal(rv[0], 0.5 * 1 + 0.5 * 20.0 / 3, 1e-5); /* unbiased */
+
+    /* Evaluation uses the running statistics. */
+    memcpy(cnn_net_input(&f.net), in, sizeof in);
+    y = cnn_net_forward(&f.net, 2, false);
+    assert_float_equal(y[0], (1 - rm[0]) / sqrt(rv[0] + 1e-5), 1e-5);
+    teardown(&f);
+}
+
 /* --- forward against naive references ------------------------------------ */
 
 static void test_conv2d_forward_naive(void **state)
@@ -381,6 +482,13 @@ int main(void)
         cmocka_unit_test(test_activation_grads),
         cmocka_unit_test(test_dropout_grad),
         cmocka_unit_test(test_stack_grad),
+        cmocka_unit_test(test_batchnorm_grad),
+        cmocka_unit_test(test_global_avgpool_grad),
+        cmocka_unit_test(test_residual_identity_grad),
+        cmocka_unit_test(test_residual_projection_grad),
+        cmocka_unit_test(test_residual_pad_repeat_grad),
+        cmocka_unit_test(test_residual_names_and_relu),
+        cmocka_unit_test(test_batchnorm_modes),
         cmocka_unit_test(test_conv2d_forward_naive),
         cmocka_unit_test(test_dense_forward_naive),
         cmocka_unit_test(test_pool_forward_values),

@@ -387,13 +387,13 @@ static void test_unknown_layer(void **state)
                        shape(1, 8, 8), 1, "test.yaml:5:7",
                        "model.layers[0]: unknown layer 'conv2' (known: "
                        "dense, conv2d, maxpool, avgpool, flatten, relu, "
-                       "leaky_relu, sigmoid, tanh, dropout)",
+                       "leaky_relu, sigmoid, tanh, dropout, batchnorm, global_avgpool, residual)",
                        "did you mean 'conv2d'?");
     expect_build_error("    - flatten\n    - rellu\n", shape(1, 8, 8), 1,
                        "test.yaml:6:7", "model.layers[1]: unknown layer "
                        "'rellu'", "did you mean 'relu'?");
-    expect_build_error("    - batchnorm\n", shape(1, 8, 8), 1,
-                       "test.yaml:5:7", "unknown layer 'batchnorm'", NULL);
+    expect_build_error("    - attention\n", shape(1, 8, 8), 1,
+                       "test.yaml:5:7", "unknown layer 'attention'", NULL);
     expect_build_error("    - Dense: {units: 3}\n", shape(3, 1, 1), 1,
                        "test.yaml:5:7", "unknown layer 'Dense'", "'dense'");
 }

@@ -213,6 +213,12 @@ enum cnn_status cnn_node_check_unused(struct cnn_node *map,
 /* Fails unless n is a mapping (or absent/null). what names it. */
 enum cnn_status cnn_node_expect_map(struct cnn_node *n, struct cnn_error *err);
 
+/* A deep copy of n (positions and paths kept), or NULL when out of
+ * memory; free it with cnn_node_free. */
+struct cnn_node *cnn_node_clone(const struct cnn_node *n);
+
+void cnn_node_free(struct cnn_node *n);
+
 /* Sets err to a located CNN_ERR_CONFIG: "<where>" + "<path>: <message>". */
 enum cnn_status cnn_node_error(struct cnn_error *err, const struct cnn_node *n,
                                const char *fmt, ...)

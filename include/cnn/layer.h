@@ -44,6 +44,7 @@ static inline bool cnn_shape_is_flat(struct cnn_shape s)
 
 enum cnn_init {
     CNN_INIT_AUTO,            /* chosen by the net from the activation */
+    CNN_INIT_ONES,            /* norm scales, running variances */
     CNN_INIT_HE_NORMAL,
     CNN_INIT_HE_UNIFORM,
     CNN_INIT_GLOROT_NORMAL,
@@ -56,6 +57,7 @@ enum cnn_param_kind {
     CNN_PARAM_WEIGHT,
     CNN_PARAM_BIAS,
     CNN_PARAM_NORM,        /* normalization scales and shifts */
+    CNN_PARAM_BUFFER,      /* saved state, not trained (running stats) */
 };
 
 #define CNN_PARAM_MAX_DIMS 4
@@ -80,6 +82,7 @@ struct cnn_fwd_ctx {
 };
 
 struct cnn_layer;
+struct cnn_net;
 
 struct cnn_layer_kind {
     const char *name;                 /* config name: "conv2d" */
@@ -90,6 +93,10 @@ struct cnn_layer_kind {
     void (*backward)(struct cnn_layer *l, const float *x, const float *y,
                      const float *dy, float *dx, int n);
     void (*destroy)(struct cnn_layer *l);   /* may be NULL */
+    /* Layers that hold stacks of layers (residual) list them here, with
+     * the name each adds to its tensors' names ("body"); may be NULL. */
+    int (*children)(struct cnn_layer *l, struct cnn_net **nets,
+                    const char **names, int cap);
 };
 
 struct cnn_layer {
@@ -102,6 +109,7 @@ struct cnn_layer {
     struct cnn_param params[CNN_LAYER_MAX_PARAMS];
     int n_params;
     double flops;                     /* forward FLOPs per example */
+    int copy;                         /* which copy of a repeated item */
     float lr_mult;                    /* "lr_mult": scales its lr */
     bool trainable;                   /* "trainable: false" freezes it */
     void *state;                      /* owned by the kind */
@@ -157,5 +165,8 @@ extern const struct cnn_layer_kind cnn_layer_leaky_relu;
 extern const struct cnn_layer_kind cnn_layer_sigmoid;
 extern const struct cnn_layer_kind cnn_layer_tanh;
 extern const struct cnn_layer_kind cnn_layer_dropout;
+extern const struct cnn_layer_kind cnn_layer_batchnorm;
+extern const struct cnn_layer_kind cnn_layer_global_avgpool;
+extern const struct cnn_layer_kind cnn_layer_residual;
 
 #endif

@@ -26,6 +26,8 @@ struct cnn_net {
     float **acts;           /* acts[0]: input; acts[i+1]: layer i output */
     float **dacts;          /* gradient of the loss w.r.t. acts[i] */
     struct cnn_rng dropout_rng;
+    bool borrowed_input;    /* a nested stack: acts[0] is its holder's
+                               input, set by cnn_net_forward_ctx */
 };
 
 /* Builds layers from a sequence node for inputs of shape in, batches of
@@ -34,6 +36,21 @@ struct cnn_net {
 enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
                               struct cnn_shape in, int batch,
                               struct cnn_error *err);
+
+/* A stack nested in a layer (a residual body): layers and activation
+ * buffers only; its tensors live in the outer net's block, placed when
+ * the outer net is built. tail picks "init: auto" for its last layers. */
+enum cnn_status cnn_net_build_stack(struct cnn_net *net, struct cnn_node *list,
+                                    struct cnn_shape in, int batch,
+                                    enum cnn_init tail,
+                                    struct cnn_error *err);
+
+/* Forward of a (nested) stack on input x with the caller's context. */
+const float *cnn_net_forward_ctx(struct cnn_net *net, const float *x, int n,
+                                 const struct cnn_fwd_ctx *ctx);
+
+/* Parameter tensors in the whole tree. */
+int cnn_net_count_tensors(struct cnn_net *net);
 
 /* Draws every parameter from the init stream of seed and seeds the
  * dropout stream. */
@@ -59,8 +76,8 @@ size_t cnn_net_activation_bytes(const struct cnn_net *net);
 
 double cnn_net_flops(const struct cnn_net *net);
 
-/* Calls fn for every parameter tensor with its full name
- * ("conv2d_1.weight"). */
+/* Calls fn for every parameter tensor, nested ones included, with its
+ * full name ("conv2d_1.weight", "residual_1.body.conv2d_1.weight"). */
 void cnn_net_each_param(struct cnn_net *net,
                         void (*fn)(void *ctx, const char *name,
                                    struct cnn_param *p),
@@ -69,8 +86,7 @@ void cnn_net_each_param(struct cnn_net *net,
 /* One optimizer group per parameter tensor, with the layer's lr_mult
  * and trainable flag; a malloc'd array of *n the caller frees, NULL when
  * out of memory. */
-struct cnn_param_group *cnn_net_param_groups(const struct cnn_net *net,
-                                             int *n);
+struct cnn_param_group *cnn_net_param_groups(struct cnn_net *net, int *n);
 
 void cnn_net_free(struct cnn_net *net);
 

@@ -200,3 +200,46 @@ const struct cnn_layer_kind cnn_layer_avgpool = {
     .backward = avgpool_backward,
     .destroy = pool_destroy,
 };
+
+/* global_avgpool: the mean of each channel, C x H x W -> C x 1 x 1. */
+static enum cnn_status gap_create(struct cnn_layer *l, struct cnn_node *args,
+                                  struct cnn_error *err)
+{
+    l->out = (struct cnn_shape){l->in.c, 1, 1};
+    l->flops = (double)cnn_shape_size(l->in);
+    return CNN_OK;
+}
+
+static void gap_forward(struct cnn_layer *l, const float *x, float *y, int n,
+                        const struct cnn_fwd_ctx *ctx)
+{
+    size_t hw = (size_t)l->in.h * l->in.w;
+    int planes = n * l->in.c;
+    for (int p = 0; p < planes; p++) {
+        float acc = 0.0f;
+        for (size_t j = 0; j < hw; j++)
+            acc += x[(size_t)p * hw + j];
+        y[p] = acc / (float)hw;
+    }
+}
+
+static void gap_backward(struct cnn_layer *l, const float *x, const float *y,
+                         const float *dy, float *dx, int n)
+{
+    size_t hw = (size_t)l->in.h * l->in.w;
+    int planes = n * l->in.c;
+    if (!dx)
+        return;
+    for (int p = 0; p < planes; p++) {
+        float d = dy[p] / (float)hw;
+        for (size_t j = 0; j < hw; j++)
+            dx[(size_t)p * hw + j] = d;
+    }
+}
+
+const struct cnn_layer_kind cnn_layer_global_avgpool = {
+    .name = "global_avgpool",
+    .create = gap_create,
+    .forward = gap_forward,
+    .backward = gap_backward,
+};

@@ -19,6 +19,9 @@ static const struct cnn_layer_kind *const kinds[] = {
     &cnn_layer_sigmoid,
     &cnn_layer_tanh,
     &cnn_layer_dropout,
+    &cnn_layer_batchnorm,
+    &cnn_layer_global_avgpool,
+    &cnn_layer_residual,
 };
 
 enum { N_KINDS = sizeof kinds / sizeof kinds[0] };
@@ -63,6 +66,7 @@ enum cnn_status cnn_layer_read_init(struct cnn_node *args, enum cnn_init def,
 {
     static const char *const names[] = {
         [CNN_INIT_AUTO] = "auto",
+        [CNN_INIT_ONES] = "ones",
         [CNN_INIT_HE_NORMAL] = "he_normal",
         [CNN_INIT_HE_UNIFORM] = "he_uniform",
         [CNN_INIT_GLOROT_NORMAL] = "glorot_normal",
@@ -80,7 +84,12 @@ enum cnn_status cnn_layer_read_init(struct cnn_node *args, enum cnn_init def,
 
 void cnn_param_init(struct cnn_param *p, struct cnn_rng *rng)
 {
-    if (p->kind == CNN_PARAM_BIAS) {
+    if (p->init == CNN_INIT_ONES) {
+        for (size_t i = 0; i < p->count; i++)
+            p->data[i] = 1.0f;
+        return;
+    }
+    if (p->kind == CNN_PARAM_BIAS || p->init == CNN_INIT_ZEROS) {
         memset(p->data, 0, p->count * sizeof *p->data);
         return;
     }
@@ -108,6 +117,7 @@ void cnn_param_init(struct cnn_param *p, struct cnn_rng *rng)
         uniform = true;
         break;
     case CNN_INIT_ZEROS:
+    case CNN_INIT_ONES:
         break;
     case CNN_INIT_NORMAL:
         std = 0.01;

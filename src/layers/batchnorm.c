@@ -1,0 +1,158 @@
+/*
+ * batchnorm: per-channel normalization (Ioffe and Szegedy). In training
+ * it uses the batch's mean and biased variance over N x H x W and
+ * updates running statistics (momentum 0.1, unbiased variance, as
+ * PyTorch); in evaluation it uses the running statistics. After a dense
+ * layer (C x 1 x 1) it is the 1-D form. Tensors, in PyTorch's names:
+ * weight and bias [C], running_mean and running_var [C] (buffers: saved,
+ * never trained).
+ *
+ *   - batchnorm: {momentum: 0.1, eps: 1e-5}
+ */
+#include "cnn/layer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct bn_state {
+    float momentum, eps;
+    float *mean, *invstd;       /* [C] of the last training batch */
+};
+
+static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
+                                 struct cnn_error *err)
+{
+    double momentum, eps;
+    if (cnn_read_float(args, "momentum", 0.1, 0.0, 1.0, &momentum, err) ||
+        cnn_read_float(args, "eps", 1e-5, 1e-12, 1.0, &eps, err))
+        return CNN_ERR_CONFIG;
+
+    int C = l->in.c;
+    struct bn_state *s = cnn_layer_alloc(l, sizeof *s, err);
+    if (!s)
+        return cnn_layer_alloc_status(err);
+    l->state = s;
+    s->momentum = (float)momentum;
+    s->eps = (float)eps;
+    s->mean = cnn_layer_alloc(l, (size_t)C * sizeof(float), err);
+    s->invstd = s->mean ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
+                        : NULL;
+    if (!s->invstd)
+        return cnn_layer_alloc_status(err);
+
+    l->out = l->in;
+    cnn_layer_add_param(l, "weight", CNN_PARAM_NORM, 1, (int[]){C}, C, C,
+                        CNN_INIT_ONES);
+    cnn_layer_add_param(l, "bias", CNN_PARAM_NORM, 1, (int[]){C}, C, C,
+                        CNN_INIT_ZEROS);
+    cnn_layer_add_param(l, "running_mean", CNN_PARAM_BUFFER, 1, (int[]){C},
+                        C, C, CNN_INIT_ZEROS);
+    cnn_layer_add_param(l, "running_var", CNN_PARAM_BUFFER, 1, (int[]){C},
+                        C, C, CNN_INIT_ONES);
+    l->flops = 4.0 * (double)cnn_shape_size(l->in);
+    return CNN_OK;
+}
+
+static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
+                       const struct cnn_fwd_ctx *ctx)
+{
+    struct bn_state *s = l->state;
+    int C = l->in.c;
+    size_t hw = (size_t)l->in.h * l->in.w, size = (size_t)C * hw;
+    const float *gamma = l->params[0].data, *beta = l->params[1].data;
+    float *rmean = l->params[2].data, *rvar = l->params[3].data;
+    double count = (double)n * (double)hw;
+
+    for (int c = 0; c < C; c++) {
+        float mean, invstd;
+        if (ctx->train) {
+            double sum = 0, sq = 0;
+            for (int i = 0; i < n; i++) {
+                const float *p = x + i * size + c * hw;
+                for (size_t j = 0; j < hw; j++) {
+                    sum += p[j];
+                    sq += (double)p[j] * p[j];
+                }
+            }
+            double m = sum / count;
+            double var = sq / count - m * m;
+            var = var > 0 ? var : 0;
+            mean = (float)m;
+            invstd = (float)(1.0 / sqrt(var + s->eps));
+            double unbiased = count > 1 ? var * count / (count - 1) : var;
+            rmean[c] = (1 - s->momentum) * rmean[c] + s->momentum * mean;
+            rvar[c] = (1 - s->momentum) * rvar[c] +
+                      s->momentum * (float)unbiased;
+            s->mean[c] = mean;
+            s->invstd[c] = invstd;
+        } else {
+            mean = rmean[c];
+            invstd = 1.0f / sqrtf(rvar[c] + s->eps);
+        }
+        float scale = gamma[c] * invstd, shift = beta[c] - mean * scale;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + i * size + c * hw;
+            float *q = y + i * size + c * hw;
+            for (size_t j = 0; j < hw; j++)
+                q[j] = p[j] * scale + shift;
+        }
+    }
+}
+
+/* Training-mode backward through the batch statistics:
+ * dx = gamma * invstd / m * (m dy - sum(dy) - xhat * sum(dy * xhat)). */
+static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
+                        const float *dy, float *dx, int n)
+{
+    struct bn_state *s = l->state;
+    int C = l->in.c;
+    size_t hw = (size_t)l->in.h * l->in.w, size = (size_t)C * hw;
+    const float *gamma = l->params[0].data;
+    float *dgamma = l->params[0].grad, *dbeta = l->params[1].grad;
+    double m = (double)n * (double)hw;
+
+    for (int c = 0; c < C; c++) {
+        float mean = s->mean[c], invstd = s->invstd[c];
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + i * size + c * hw;
+            const float *d = dy + i * size + c * hw;
+            for (size_t j = 0; j < hw; j++) {
+                sum_dy += d[j];
+                sum_dy_xhat += (double)d[j] * (p[j] - mean) * invstd;
+            }
+        }
+        dgamma[c] += (float)sum_dy_xhat;
+        dbeta[c] += (float)sum_dy;
+        if (!dx)
+            continue;
+        float k = gamma[c] * invstd;
+        float a = (float)(sum_dy / m), b = (float)(sum_dy_xhat / m);
+        for (int i = 0; i < n; i++) {
+            const float *p = x + i * size + c * hw;
+            const float *d = dy + i * size + c * hw;
+            float *q = dx + i * size + c * hw;
+            for (size_t j = 0; j < hw; j++)
+                q[j] = k * (d[j] - a - (p[j] - mean) * invstd * b);
+        }
+    }
+}
+
+static void bn_destroy(struct cnn_layer *l)
+{
+    struct bn_state *s = l->state;
+    if (s) {
+        free(s->mean);
+        free(s->invstd);
+    }
+    free(s);
+}
+
+const struct cnn_layer_kind cnn_layer_batchnorm = {
+    .name = "batchnorm",
+    .create = bn_create,
+    .forward = bn_forward,
+    .backward = bn_backward,
+    .destroy = bn_destroy,
+};
