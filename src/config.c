@@ -650,6 +650,16 @@ static enum cnn_status resolve_data(struct cnn_config *cfg,
             return CNN_ERR_CONFIG;
     }
 
+    struct cnn_node *aug = cnn_node_get(data, "augment");
+    struct cnn_augment_config *a = &d->augment;
+    if (cnn_node_expect_map(aug, err) ||
+        cnn_read_int(aug, "crop_pad", 0, 0, 64, &a->crop_pad, err) ||
+        cnn_read_bool(aug, "flip", false, &a->flip, err) ||
+        cnn_read_int(aug, "erase_size", 0, 0, 4096, &a->erase_size, err) ||
+        cnn_read_float(aug, "erase_p", 0.5, 0.0, 1.0, &a->erase_p, err) ||
+        cnn_node_check_unused(aug, err))
+        return CNN_ERR_CONFIG;
+
     if (cnn_read_int(data, "limit_train", 0, 0, 1LL << 40, &d->limit_train,
                      err) ||
         cnn_read_int(data, "limit_test", 0, 0, 1LL << 40, &d->limit_test, err))
@@ -881,6 +891,11 @@ enum cnn_status cnn_config_resolve(struct cnn_config *cfg,
         st = resolve_schedule(cfg, err);
     if (st == CNN_OK)
         st = resolve_training(cfg, err);
+    /* Top-level keys starting "x-" hold YAML anchors for reuse (blocks
+     * defined once); they are not settings. */
+    for (int i = 0; i < cfg->root->n_items; i++)
+        if (strncmp(cfg->root->items[i]->key, "x-", 2) == 0)
+            cfg->root->items[i]->used = true;
     if (st == CNN_OK)
         st = cnn_node_check_unused(cfg->root, err);
     return st;

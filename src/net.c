@@ -292,6 +292,23 @@ static double layer_floats(struct cnn_layer *l)
     return c.floats;
 }
 
+static void count_buffer(void *ctx, const char *name, struct cnn_param *p,
+                         float lr, bool tr)
+{
+    if (p->kind == CNN_PARAM_BUFFER)
+        *(size_t *)ctx += p->count;
+}
+
+size_t cnn_layer_param_count(struct cnn_layer *l, size_t *buffers)
+{
+    struct cnn_net one = {.layers = l, .n_layers = 1};
+    size_t b = 0;
+    walk(&one, "", 1.0f, true, count_buffer, &b);
+    if (buffers)
+        *buffers = b;
+    return (size_t)layer_floats(l);
+}
+
 static enum cnn_status check_input(const struct cnn_net *net,
                                    struct cnn_error *err)
 {

@@ -849,6 +849,9 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
                                          err);
     if (st != CNN_OK)
         return st;
+    const struct cnn_augment_config *a = &s->cfg->data.augment;
+    if (a->crop_pad || a->flip || a->erase_size)
+        L->loader.augment = a;
     L->steps_per_epoch = (cnn_loader_batches(&L->loader) + t->accumulate - 1) /
                          t->accumulate;
     L->total_steps = L->steps_per_epoch * t->epochs;

@@ -274,6 +274,57 @@ static void test_loader_values_and_short_batch(void **state)
     cnn_dataset_free(&ds);
 }
 
+static void test_augment(void **state)
+{
+    /* One 1x3x4 image, pixel = position, identity normalization. */
+    struct cnn_dataset ds = {.n = 1, .shape = {1, 3, 4}, .n_classes = 1};
+    ds.pixels = malloc(12);
+    ds.labels = calloc(1, sizeof *ds.labels);
+    assert_non_null(ds.pixels);
+    assert_non_null(ds.labels);
+    for (int i = 0; i < 12; i++)
+        ds.pixels[i] = (uint8_t)(i * 20);
+    struct cnn_norm norm = {.c = 1, .mean = {0}, .std = {1.0f / 255}};
+    struct cnn_augment_config flip = {.flip = true};
+    struct cnn_loader ld;
+    float x[12], first[12];
+    int y;
+    bool flipped = false, kept = false;
+    assert_int_equal(cnn_loader_init(&ld, &ds, &norm, 1, 5, NULL), CNN_OK);
+    ld.augment = &flip;
+    for (int epoch = 0; epoch < 16; epoch++) {
+        cnn_loader_start_epoch(&ld, epoch, false);
+        assert_int_equal(cnn_loader_next(&ld, x, &y), 1);
+        /* Either the image or its mirror, row by row. */
+        bool mirror = x[0] == 3 * 20;
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 4; c++)
+                assert_float_equal(x[r * 4 + c],
+                                   (r * 4 + (mirror ? 3 - c : c)) * 20, 1e-4);
+        flipped |= mirror;
+        kept |= !mirror;
+    }
+    assert_true(flipped && kept);
+
+    /* The same epoch and place draw the same, whatever came before. */
+    struct cnn_augment_config all = {.crop_pad = 2, .flip = true,
+                                     .erase_size = 2, .erase_p = 1.0};
+    ld.augment = &all;
+    cnn_loader_start_epoch(&ld, 7, false);
+    cnn_loader_next(&ld, first, &y);
+    cnn_loader_start_epoch(&ld, 3, false);
+    cnn_loader_next(&ld, x, &y);
+    cnn_loader_start_epoch(&ld, 7, false);
+    cnn_loader_next(&ld, x, &y);
+    assert_memory_equal(x, first, sizeof x);
+    int zeros = 0;
+    for (int i = 0; i < 12; i++)
+        zeros += x[i] == 0.0f;
+    assert_true(zeros >= 1);      /* erased (or padded black) pixels */
+    cnn_loader_free(&ld);
+    cnn_dataset_free(&ds);
+}
+
 static void test_norm_setup(void **state)
 {
     struct cnn_dataset ds = counting_set(4);      /* pixels 0,255,1,255,... */
@@ -302,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_loader_order),
         cmocka_unit_test(test_loader_values_and_short_batch),
         cmocka_unit_test(test_norm_setup),
+        cmocka_unit_test(test_augment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

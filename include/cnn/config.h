@@ -62,6 +62,12 @@ struct cnn_data_config {
     float std[CNN_MAX_CHANNELS];
     long long limit_train;          /* use only the first N; 0 = all */
     long long limit_test;
+    struct cnn_augment_config {     /* training batches only */
+        long long crop_pad;         /* random crop after zero padding */
+        bool flip;                  /* random horizontal flip */
+        long long erase_size;       /* random erasing (cutout) square */
+        double erase_p;             /* ... applied with this probability */
+    } augment;
 };
 
 struct cnn_optim_config {

@@ -44,9 +44,12 @@ enum cnn_status cnn_norm_setup(struct cnn_norm *norm,
 struct cnn_loader {
     const struct cnn_dataset *ds;
     const struct cnn_norm *norm;
+    const struct cnn_augment_config *augment;   /* NULL: none */
+    long long epoch;
     int batch;
     uint64_t seed;
     uint32_t *order;            /* [ds->n] this epoch's permutation */
+    float *scratch;             /* one example, for augmentation */
     long long pos;              /* next index into order */
 };
 
@@ -61,7 +64,10 @@ void cnn_loader_start_epoch(struct cnn_loader *ld, long long epoch,
                             bool shuffle);
 
 /* Fills x [n, size] and labels [n] with the next batch; returns n, 0 at
- * the end of the epoch. The last batch may be short. */
+ * the end of the epoch. The last batch may be short. With ld->augment
+ * set, each example is cropped, flipped and erased with draws from the
+ * stream (seed, augment, epoch * n + position): a pure function of the
+ * seed, the epoch and the place in it, so a resumed run draws the same. */
 int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels);
 
 long long cnn_loader_batches(const struct cnn_loader *ld);

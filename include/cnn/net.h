@@ -49,6 +49,10 @@ enum cnn_status cnn_net_build_stack(struct cnn_net *net, struct cnn_node *list,
 const float *cnn_net_forward_ctx(struct cnn_net *net, const float *x, int n,
                                  const struct cnn_fwd_ctx *ctx);
 
+/* Floats of a layer's tensors, nested ones included; *buffers (may be
+ * NULL) gets how many of them are buffers (running statistics). */
+size_t cnn_layer_param_count(struct cnn_layer *l, size_t *buffers);
+
 /* Parameter tensors in the whole tree. */
 int cnn_net_count_tensors(struct cnn_net *net);
 

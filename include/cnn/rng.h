@@ -19,6 +19,7 @@ enum cnn_rng_stream {
     CNN_RNG_STREAM_INIT = 1,
     CNN_RNG_STREAM_SHUFFLE = 2,
     CNN_RNG_STREAM_DROPOUT = 3,
+    CNN_RNG_STREAM_AUGMENT = 4,
 };
 
 /* Seeds from (seed, stream, index): e.g. the shuffle of epoch e is

@@ -31,35 +31,37 @@ static void bytes(double v, char *buf, size_t cap)
     snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
 }
 
-static void print_table(const struct cnn_config *cfg, const struct cnn_net *net)
+static void print_table(const struct cnn_config *cfg, struct cnn_net *net)
 {
     char shape[48], flops[32], mem[32];
     printf("model %s: input %dx%dx%d, batch %d\n\n", cfg->name, net->in.c,
            net->in.h, net->in.w, net->batch);
-    printf("%-3s %-18s %-11s %-14s %12s %14s %12s\n", "#", "name", "kind",
+    printf("%-3s %-18s %-15s %-12s %12s %14s %12s\n", "#", "name", "kind",
            "output", "params", "FLOPs/example", "activations");
 
-    size_t params = 0;
+    size_t params = 0, buffers = 0;
     for (int i = 0; i < net->n_layers; i++) {
-        const struct cnn_layer *l = &net->layers[i];
-        size_t n = 0;
-        for (int j = 0; j < l->n_params; j++)
-            n += l->params[j].count;
+        struct cnn_layer *l = &net->layers[i];
+        size_t b;
+        size_t n = cnn_layer_param_count(l, &b);
         params += n;
+        buffers += b;
         snprintf(shape, sizeof shape, "%dx%dx%d", l->out.c, l->out.h,
                  l->out.w);
         human(l->flops, "", flops, sizeof flops);
         bytes((double)net->batch * cnn_shape_size(l->out) * sizeof(float),
               mem, sizeof mem);
-        printf("%-3d %-18s %-11s %-14s %12zu %14s %12s\n", i + 1, l->name,
+        printf("%-3d %-18s %-15s %-12s %12zu %14s %12s\n", i + 1, l->name,
                l->kind->name, shape, n, flops, mem);
     }
 
     human(cnn_net_flops(net), "FLOP", flops, sizeof flops);
+    /* Every buffer forward writes, nested stacks included. */
     bytes((double)cnn_net_activation_bytes(net), mem, sizeof mem);
     char pmem[32];
     bytes((double)params * sizeof(float), pmem, sizeof pmem);
-    printf("\ntotal parameters:        %zu (%s)\n", params, pmem);
+    printf("\ntotal parameters:        %zu (%s), %zu trainable\n", params,
+           pmem, params - buffers);
     printf("forward per example:     %s\n", flops);
     printf("training step estimate:  3x forward per example\n");
     printf("activations, batch %-5d %s (training keeps as much again for "

@@ -69,7 +69,8 @@ enum cnn_status cnn_loader_init(struct cnn_loader *ld,
     ld->batch = batch;
     ld->seed = seed;
     ld->order = malloc((size_t)ds->n * sizeof *ld->order);
-    if (!ld->order)
+    ld->scratch = malloc(cnn_shape_size(ds->shape) * sizeof *ld->scratch);
+    if (!ld->order || !ld->scratch)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     cnn_loader_start_epoch(ld, 0, false);
     return CNN_OK;
@@ -92,6 +93,50 @@ void cnn_loader_start_epoch(struct cnn_loader *ld, long long epoch,
         }
     }
     ld->pos = 0;
+    ld->epoch = epoch;
+}
+
+/* Crop (shift within zero padding, zero meaning a black pixel), flip and
+ * erase one normalized example in place; tmp holds one example. */
+static void augment(const struct cnn_loader *ld, float *x, float *tmp,
+                    long long position)
+{
+    const struct cnn_augment_config *a = ld->augment;
+    struct cnn_shape s = ld->ds->shape;
+    size_t hw = (size_t)s.h * s.w;
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, ld->seed, CNN_RNG_STREAM_AUGMENT,
+                 (uint64_t)(ld->epoch * ld->ds->n + position));
+
+    int p = (int)a->crop_pad;
+    int dy = p ? (int)cnn_rng_below(&rng, 2 * p + 1) - p : 0;
+    int dx = p ? (int)cnn_rng_below(&rng, 2 * p + 1) - p : 0;
+    bool flip = a->flip && cnn_rng_uniform(&rng) < 0.5f;
+    if (dy || dx || flip) {
+        memcpy(tmp, x, cnn_shape_size(s) * sizeof *tmp);
+        for (int c = 0; c < s.c; c++) {
+            float black = -ld->norm->mean[c] / ld->norm->std[c];
+            for (int y = 0; y < s.h; y++)
+                for (int xx = 0; xx < s.w; xx++) {
+                    int sy = y + dy, sx = (flip ? s.w - 1 - xx : xx) + dx;
+                    bool in = sy >= 0 && sy < s.h && sx >= 0 && sx < s.w;
+                    x[c * hw + (size_t)y * s.w + xx] =
+                        in ? tmp[c * hw + (size_t)sy * s.w + sx] : black;
+                }
+        }
+    }
+
+    int e = (int)a->erase_size;
+    if (e > 0 && cnn_rng_uniform(&rng) < a->erase_p) {
+        /* The square's centre anywhere in the image; it may hang over. */
+        int cy = (int)cnn_rng_below(&rng, (uint32_t)s.h);
+        int cx = (int)cnn_rng_below(&rng, (uint32_t)s.w);
+        for (int c = 0; c < s.c; c++)
+            for (int y = cy - e / 2; y < cy - e / 2 + e; y++)
+                for (int xx = cx - e / 2; xx < cx - e / 2 + e; xx++)
+                    if (y >= 0 && y < s.h && xx >= 0 && xx < s.w)
+                        x[c * hw + (size_t)y * s.w + xx] = 0.0f;
+    }
 }
 
 int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels)
@@ -113,6 +158,8 @@ int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels)
                 dst[c * hw + j] = src[c * hw + j] * scale - shift;
         }
         labels[i] = ds->labels[k];
+        if (ld->augment)
+            augment(ld, dst, ld->scratch, ld->pos + i);
     }
     ld->pos += n;
     return n;
@@ -128,5 +175,7 @@ void cnn_loader_free(struct cnn_loader *ld)
     if (!ld)
         return;
     free(ld->order);
+    free(ld->scratch);
     ld->order = NULL;
+    ld->scratch = NULL;
 }
