@@ -650,6 +650,16 @@ static enum cnn_status resolve_data(struct cnn_config *cfg,
             return CNN_ERR_CONFIG;
     }
 
+    struct cnn_node *names = cnn_node_get(data, "classes");
+    if (names && (names->kind != CNN_NODE_SEQ || names->n_items > 256))
+        return cnn_node_error(err, names, "expected a list of up to 256 "
+                              "class names, in label order");
+    for (int i = 0; names && i < names->n_items; i++) {
+        if (names->items[i]->kind != CNN_NODE_SCALAR)
+            return cnn_node_error(err, names->items[i], "expected a name");
+        d->classes[d->n_class_names++] = names->items[i]->value;
+    }
+
     struct cnn_node *aug = cnn_node_get(data, "augment");
     struct cnn_augment_config *a = &d->augment;
     if (cnn_node_expect_map(aug, err) ||

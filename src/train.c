@@ -65,17 +65,19 @@ static bool same_shape(struct cnn_shape a, struct cnn_shape b)
 static enum cnn_status check_fit(struct cnn_session *s, struct cnn_error *err)
 {
     struct cnn_config *cfg = s->cfg;
-    struct cnn_shape in = s->train.shape;
+    bool trained = s->train.n > 0;
+    struct cnn_shape in = trained ? s->train.shape : s->test.shape;
     struct cnn_layer *last = &s->net.layers[s->net.n_layers - 1];
 
     if (cfg->input_c > 0 &&
         !same_shape(in, (struct cnn_shape){cfg->input_c, cfg->input_h,
                                            cfg->input_w}))
-        return cnn_error_at(err, CNN_ERR_DATA, cfg->data.train.images,
+        return cnn_error_at(err, CNN_ERR_DATA, trained ? cfg->data.train.images
+                                                       : cfg->data.test.images,
                             "examples are %dx%dx%d but model.input is "
                             "[%d, %d, %d]", in.c, in.h, in.w, cfg->input_c,
                             cfg->input_h, cfg->input_w);
-    if (s->test.n > 0 && !same_shape(in, s->test.shape))
+    if (trained && s->test.n > 0 && !same_shape(in, s->test.shape))
         return cnn_error_at(err, CNN_ERR_DATA, cfg->data.test.images,
                             "test examples are %dx%dx%d but training "
                             "examples are %dx%dx%d", s->test.shape.c,
@@ -134,6 +136,36 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
     return st;
 }
 
+enum cnn_status cnn_session_open_eval(struct cnn_session *s,
+                                      struct cnn_config *cfg,
+                                      const struct cnn_norm *norm,
+                                      struct cnn_error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg;
+    const struct cnn_data_config *d = &cfg->data;
+    if (!d->test.images)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "the config has no test "
+                             "split (data.test) to evaluate on");
+
+    enum cnn_status st = cnn_idx_load(&s->test, d->test.images,
+                                      d->test.labels, d->limit_test, err);
+    if (st == CNN_OK && norm->c != s->test.shape.c)
+        st = cnn_error_at(err, CNN_ERR_DATA, d->test.images, "%d channels, "
+                          "but the weights were trained on %d",
+                          s->test.shape.c, norm->c);
+    if (st == CNN_OK) {
+        s->norm = *norm;
+        st = cnn_net_build(&s->net, cfg->model_layers, s->test.shape,
+                           (int)cfg->training.batch_size, err);
+    }
+    if (st == CNN_OK)
+        st = check_fit(s, err);
+    if (st != CNN_OK)
+        cnn_session_close(s);
+    return st;
+}
+
 void cnn_session_close(struct cnn_session *s)
 {
     if (!s)
@@ -148,9 +180,10 @@ void cnn_session_close(struct cnn_session *s)
 /* --- evaluation ----------------------------------------------------------- */
 
 void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
-                  double *loss, double *acc)
+                  double *loss, double *acc, long long *confusion)
 {
     struct cnn_loader ld;
+    int k = s->n_classes;
     int *labels = malloc((size_t)s->net.batch * sizeof *labels);
     if (!labels || cnn_loader_init(&ld, ds, &s->norm, s->net.batch, 0,
                                    NULL) != CNN_OK) {
@@ -158,14 +191,23 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
         *loss = *acc = NAN;
         return;
     }
+    if (confusion)
+        memset(confusion, 0, (size_t)k * k * sizeof *confusion);
 
     double total = 0.0;
     long long correct = 0;
     int n;
     while ((n = cnn_loader_next(&ld, cnn_net_input(&s->net), labels)) > 0) {
         const float *out = cnn_net_forward(&s->net, n, false);
-        total += cnn_loss(s->cfg->training.loss, out, labels, n, s->n_classes,
-                          NULL, &correct) * n;
+        total += cnn_loss(s->cfg->training.loss, out, labels, n, k, NULL,
+                          &correct) * n;
+        for (int i = 0; confusion && i < n; i++) {
+            const float *z = out + (size_t)i * k;
+            int best = 0;
+            for (int j = 1; j < k; j++)
+                best = z[j] > z[best] ? j : best;
+            confusion[(size_t)labels[i] * k + best]++;
+        }
     }
     *loss = total / (double)ds->n;
     *acc = (double)correct / (double)ds->n;
@@ -555,7 +597,7 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
         log_interval(L);
 
     if (s->test.n > 0) {
-        cnn_evaluate(s, &s->test, &rs->test_loss, &rs->test_acc);
+        cnn_evaluate(s, &s->test, &rs->test_loss, &rs->test_acc, NULL);
         if (isnan(rs->best_test_acc) || rs->test_acc > rs->best_test_acc) {
             rs->best_test_acc = rs->test_acc;
             rs->best_test_epoch = rs->epoch + 1;

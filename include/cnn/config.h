@@ -62,6 +62,8 @@ struct cnn_data_config {
     float std[CNN_MAX_CHANNELS];
     long long limit_train;          /* use only the first N; 0 = all */
     long long limit_test;
+    const char *classes[256];       /* data.classes: names, in label order */
+    int n_class_names;
     struct cnn_augment_config {     /* training batches only */
         long long crop_pad;         /* random crop after zero padding */
         bool flip;                  /* random horizontal flip */

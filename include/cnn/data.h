@@ -25,7 +25,24 @@ enum cnn_status cnn_idx_load(struct cnn_dataset *ds, const char *images,
                              const char *labels, long long limit,
                              struct cnn_error *err);
 
+/* Reads only an IDX image file (labels all 0), for prediction. */
+enum cnn_status cnn_idx_load_images(struct cnn_dataset *ds, const char *path,
+                                    struct cnn_error *err);
+
 void cnn_dataset_free(struct cnn_dataset *ds);
+
+/* One image for prediction, c x h x w bytes. */
+struct cnn_image {
+    int c, h, w;
+    uint8_t *pixels;
+};
+
+/* Reads a PGM (binary or plain, 8-bit) or PNG file; PNG comes as RGB when
+ * channels is 3, gray otherwise. Errors name the file. */
+enum cnn_status cnn_image_read(const char *path, int channels,
+                               struct cnn_image *img, struct cnn_error *err);
+
+void cnn_image_free(struct cnn_image *img);
 
 /* Per-channel normalization: x = (pixel / 255 - mean[c]) / std[c]. */
 struct cnn_norm {

@@ -33,6 +33,14 @@ struct cnn_session {
 enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
                                  struct cnn_error *err);
 
+/* For evaluating trained weights: loads only the test split, takes the
+ * normalization the weights were trained with, builds the net (whose
+ * parameters the caller then loads) and no optimizer. */
+enum cnn_status cnn_session_open_eval(struct cnn_session *s,
+                                      struct cnn_config *cfg,
+                                      const struct cnn_norm *norm,
+                                      struct cnn_error *err);
+
 void cnn_session_close(struct cnn_session *s);
 
 /* Input shape of the model without loading the data: model.input when
@@ -70,8 +78,10 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
                               struct cnn_train_result *result,
                               struct cnn_error *err);
 
-/* Mean loss and accuracy of the net on ds, in evaluation mode. */
+/* Mean loss and accuracy of the net on ds, in evaluation mode; with
+ * confusion ([n_classes * n_classes], true label major) not NULL, the
+ * counts of each (label, prediction) pair too. */
 void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
-                  double *loss, double *acc);
+                  double *loss, double *acc, long long *confusion);
 
 #endif

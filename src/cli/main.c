@@ -19,6 +19,8 @@ static const struct command commands[] = {
     {"compare", cli_compare},
     {"plot", cli_plot},
     {"bench", cli_bench},
+    {"eval", cli_eval},
+    {"predict", cli_predict},
 };
 
 int main(int argc, char **argv)

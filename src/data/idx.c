@@ -110,6 +110,17 @@ static enum cnn_status idx_read(struct idx *idx, const char *path,
     return st;
 }
 
+/* n x (features) is flat, n x h x w one channel, n x c x h x w as is. */
+static struct cnn_shape shape_of(const struct idx *im)
+{
+    if (im->ndim == 2)
+        return (struct cnn_shape){(int)im->dims[1], 1, 1};
+    if (im->ndim == 3)
+        return (struct cnn_shape){1, (int)im->dims[1], (int)im->dims[2]};
+    return (struct cnn_shape){(int)im->dims[1], (int)im->dims[2],
+                              (int)im->dims[3]};
+}
+
 enum cnn_status cnn_idx_load(struct cnn_dataset *ds, const char *images,
                              const char *labels, long long limit,
                              struct cnn_error *err)
@@ -141,18 +152,7 @@ enum cnn_status cnn_idx_load(struct cnn_dataset *ds, const char *images,
     }
 
     ds->n = limit > 0 && limit < im.dims[0] ? limit : im.dims[0];
-    switch (im.ndim) {
-    case 2:
-        ds->shape = (struct cnn_shape){(int)im.dims[1], 1, 1};
-        break;
-    case 3:
-        ds->shape = (struct cnn_shape){1, (int)im.dims[1], (int)im.dims[2]};
-        break;
-    default:
-        ds->shape = (struct cnn_shape){(int)im.dims[1], (int)im.dims[2],
-                                       (int)im.dims[3]};
-        break;
-    }
+    ds->shape = shape_of(&im);
     ds->pixels = im.data;
     ds->labels = malloc((size_t)ds->n * sizeof *ds->labels);
     if (!ds->labels) {
@@ -166,6 +166,31 @@ enum cnn_status cnn_idx_load(struct cnn_dataset *ds, const char *images,
             ds->n_classes = ds->labels[i] + 1;
     }
     free(lb.data);
+    return CNN_OK;
+}
+
+enum cnn_status cnn_idx_load_images(struct cnn_dataset *ds, const char *path,
+                                    struct cnn_error *err)
+{
+    memset(ds, 0, sizeof *ds);
+    struct idx im;
+    enum cnn_status st = idx_read(&im, path, err);
+    if (st != CNN_OK)
+        return st;
+    if (im.ndim < 2) {
+        free(im.data);
+        return cnn_error_at(err, CNN_ERR_DATA, path, "an image file has 2 to "
+                            "4 dimensions, this one has %d", im.ndim);
+    }
+    ds->n = im.dims[0];
+    ds->shape = shape_of(&im);
+    ds->pixels = im.data;
+    ds->labels = calloc((size_t)ds->n, sizeof *ds->labels);
+    ds->n_classes = 1;
+    if (!ds->labels) {
+        cnn_dataset_free(ds);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
     return CNN_OK;
 }
 
