@@ -20,7 +20,8 @@ void cnn_run_state_init(struct cnn_run_state *rs)
 {
     memset(rs, 0, sizeof *rs);
     rs->final_train_loss = rs->test_loss = rs->test_acc = NAN;
-    rs->best_test_acc = rs->best_metric = NAN;
+    rs->best_test_acc = rs->best_metric = rs->stop_best = NAN;
+    rs->last_lr = NAN;
     rs->lr_factor = 1.0;
 }
 
@@ -42,7 +43,7 @@ static const struct field fields[] = {
     LL(interval_steps), DBL(final_train_loss), DBL(test_loss),
     DBL(test_acc), DBL(best_test_acc), LL(best_test_epoch),
     DBL(best_metric), LL(stale_epochs), LL(skipped_steps), LL(rollbacks),
-    DBL(lr_factor), LL(metrics_bytes),
+    DBL(lr_factor), LL(metrics_bytes), DBL(last_lr), DBL(stop_best),
 };
 
 enum { N_FIELDS = sizeof fields / sizeof fields[0], N_EXTRA = 10 };
@@ -253,18 +254,19 @@ enum cnn_status cnn_checkpoint_load(const char *path, struct cnn_net *net,
     if (st != CNN_OK)
         return st;
     cnn_run_state_init(&state);
+    /* Damage first (a data error: --resume may fall back past it), then
+     * whether it fits this model and optimizer (a config error: older
+     * checkpoints would not fit either). */
     st = verify(&f, err);
     if (st == CNN_OK)
         st = read_state(&f, &state, &sched, &optim_steps, err);
-    if (st == CNN_OK)
-        st = check_buffers(&f, optim, bufs, err);
     const struct cnn_tensor *rng = cnn_st_find(&f, "state.dropout_rng");
     if (st == CNN_OK && (!rng || rng->bytes != sizeof net->dropout_rng.s))
         st = cnn_error_at(err, CNN_ERR_DATA, path, "tensor "
                           "'state.dropout_rng' is missing or malformed");
 
-    /* Weights last: load_net writes into the net only when it returns
-     * OK tensor by tensor, so check shapes on a scratch copy first. */
+    /* load_net copies tensor by tensor: keep the weights to put back if
+     * a later tensor does not fit. */
     float *keep = NULL;
     if (st == CNN_OK) {
         keep = malloc(net->n_params * sizeof *keep + 1);
@@ -274,6 +276,17 @@ enum cnn_status cnn_checkpoint_load(const char *path, struct cnn_net *net,
     if (st == CNN_OK) {
         memcpy(keep, net->params, net->n_params * sizeof *keep);
         st = cnn_st_load_net(&f, net, true, err);
+        if (st == CNN_ERR_DATA) {
+            err->status = st = CNN_ERR_CONFIG;
+            cnn_error_hint(err, "the checkpoint was made for another model; "
+                           "resume with the config that made it, or "
+                           "--force to start over");
+        }
+        if (st == CNN_OK) {
+            st = check_buffers(&f, optim, bufs, err);
+            if (st == CNN_ERR_DATA)
+                err->status = st = CNN_ERR_CONFIG;
+        }
         if (st != CNN_OK)
             memcpy(net->params, keep, net->n_params * sizeof *keep);
     }

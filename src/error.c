@@ -66,6 +66,7 @@ int cnn_status_exit_code(enum cnn_status status)
     case CNN_ERR_NONFINITE:
         return 3;
     case CNN_STOPPED:
+    case CNN_ERR_BUSY:
         return 75;
     default:
         return 1;
@@ -85,6 +86,7 @@ const char *cnn_status_name(enum cnn_status status)
         [CNN_ERR_RUNTIME] = "runtime error",
         [CNN_ERR_NONFINITE] = "non-finite values",
         [CNN_STOPPED] = "stopped",
+        [CNN_ERR_BUSY] = "busy",
     };
     if ((unsigned)status < sizeof names / sizeof names[0])
         return names[status];

@@ -77,11 +77,13 @@ enum cnn_status cnn_rundir_open(struct cnn_rundir *rd, const char *path,
         struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
         long pid = fcntl(fd, F_GETLK, &who) == 0 ? (long)who.l_pid : -1;
         close(fd);
-        cnn_error_at(err, CNN_ERR_USAGE, path, "in use by another cnn-train "
+        /* Busy is temporary: 75, like a stopped run, so cron tries
+         * again next time. */
+        cnn_error_at(err, CNN_ERR_BUSY, path, "in use by another cnn-train "
                      "(process %ld)", pid);
         cnn_error_hint(err, "wait for it to finish, or stop it with "
                        "'kill %ld'", pid);
-        return CNN_ERR_USAGE;
+        return CNN_ERR_BUSY;
     }
     rd->lock_fd = fd;
     return CNN_OK;

@@ -232,7 +232,6 @@ struct loop {
     double t0;                      /* this process's start */
     double seconds0;                /* rs.train_seconds at t0 */
     double interval_t0;
-    double last_lr;
     bool reposition;                /* the loader must go to rs's place */
 };
 
@@ -253,15 +252,17 @@ static void log_interval(struct loop *L)
     struct cnn_run_state *rs = &L->rs;
     double now = cnn_now();
     struct cnn_metrics_row r = cnn_metrics_row_empty(rs->epoch + 1, rs->step);
-    r.lr = L->last_lr;
-    r.train_loss = rs->sum_loss / (double)rs->sum_examples;
-    r.train_acc = (double)rs->sum_correct / (double)rs->sum_examples;
-    r.images_per_s = (double)rs->sum_examples / (now - L->interval_t0);
+    r.lr = rs->last_lr;
     r.elapsed_s = train_seconds(L);
-    r.grad_norm = rs->sum_norm / (double)rs->interval_steps;
     r.skipped_steps = (double)rs->skipped_steps;
+    if (rs->sum_examples > 0) {     /* else every step was skipped */
+        r.train_loss = rs->sum_loss / (double)rs->sum_examples;
+        r.train_acc = (double)rs->sum_correct / (double)rs->sum_examples;
+        r.images_per_s = (double)rs->sum_examples / (now - L->interval_t0);
+        r.grad_norm = rs->sum_norm / (double)rs->interval_steps;
+        rs->final_train_loss = r.train_loss;
+    }
     cnn_metrics_write(L->metrics, &r);
-    rs->final_train_loss = r.train_loss;
 
     cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
                  "grad_norm=%.4g images_per_s=%.0f elapsed_s=%.1f",
@@ -312,6 +313,15 @@ static enum cnn_status rewind_metrics(struct loop *L, struct cnn_error *err)
     if (L->metrics)
         fclose(L->metrics);
     L->metrics = NULL;
+    if (access(path, F_OK) != 0) {
+        /* A checkpoint brought from elsewhere: the curve starts here. */
+        cnn_log_warn(L->log, "%s: missing; starting a new one at step %lld",
+                     path, L->rs.step);
+        if (!(L->metrics = cnn_metrics_open(path)))
+            return cnn_error_at(err, CNN_ERR_IO, path, "cannot create: %s",
+                                strerror(errno));
+        return CNN_OK;
+    }
     if (truncate(path, (off_t)L->rs.metrics_bytes) != 0)
         return cnn_error_at(err, CNN_ERR_IO, path, "cannot rewind to the "
                             "checkpoint: %s", strerror(errno));
@@ -359,6 +369,23 @@ static enum cnn_status restore(struct loop *L, const char *path,
     return rewind_metrics(L, err);
 }
 
+/* Going back to an older checkpoint abandons the newer ones: without
+ * this, pruning would keep them and drop the new run's own. */
+static void drop_checkpoints_after(struct loop *L, long long step)
+{
+    long long steps[4096];
+    char path[4200];
+    int n = cnn_rundir_checkpoints(&L->rd, steps, 4096);
+    for (int i = 0; i < n; i++) {
+        if (steps[i] <= step)
+            continue;
+        cnn_rundir_checkpoint_path(&L->rd, steps[i], path, sizeof path);
+        cnn_log_warn(L->log, "%s: newer than the checkpoint resumed; "
+                     "removed", path);
+        unlink(path);
+    }
+}
+
 /* The checkpoint --resume continues from: the one named, or the newest
  * that loads, falling back past damaged ones with a warning. Sets *found
  * false when the directory has none. */
@@ -369,7 +396,10 @@ static enum cnn_status resume(struct loop *L, bool *found,
     *found = true;
     if (given) {
         cnn_log_info(L->log, "resuming from %s", given);
-        return restore(L, given, true, err);
+        enum cnn_status st = restore(L, given, true, err);
+        if (st == CNN_OK)
+            drop_checkpoints_after(L, L->rs.step);
+        return st;
     }
 
     long long steps[4096];
@@ -379,12 +409,13 @@ static enum cnn_status resume(struct loop *L, bool *found,
         cnn_rundir_checkpoint_path(&L->rd, steps[i], path, sizeof path);
         struct cnn_error why = {0};
         if (restore(L, path, true, &why) == CNN_OK) {
-            cnn_log_info(L->log, "resuming from %s: epoch %lld, step %lld, "
-                         "%lld examples into the epoch", path,
-                         L->rs.epoch + 1, L->rs.step, L->rs.epoch_pos);
+            cnn_log_info(L->log, "resuming from %s: step %lld, %lld examples "
+                         "into epoch %lld%s", path, L->rs.step,
+                         L->rs.epoch_pos, L->rs.epoch + 1,
+                         L->rs.done ? " (the run had finished)" : "");
             return CNN_OK;
         }
-        if (why.status != CNN_ERR_DATA) {
+        if (why.status != CNN_ERR_DATA) {   /* a mismatch, not damage */
             *err = why;
             return why.status;
         }
@@ -480,10 +511,10 @@ static enum step_result train_step(struct loop *L, const char **where)
         if (tcfg(L)->accumulate > 1)
             for (size_t i = 0; i < s->net.n_params; i++)
                 s->net.grads[i] /= (float)total;
-        L->last_lr = cnn_schedule_lr(&L->schedule, rs->step, rs->epoch) *
-                     rs->lr_factor;
+        rs->last_lr = cnn_schedule_lr(&L->schedule, rs->step, rs->epoch) *
+                      rs->lr_factor;
         norm = cnn_optim_step(&s->optim, s->net.params, s->net.grads,
-                              (float)L->last_lr);
+                              (float)rs->last_lr);
     }
     rs->examples += total;
     if (!isfinite(norm)) {
@@ -513,8 +544,12 @@ static enum cnn_status on_nonfinite(struct loop *L, const char *where,
 
     if (t->on_nan == CNN_ON_NAN_SKIP) {
         rs->skipped_steps++;
-        cnn_log_warn(L->log, "%s; step skipped (%lld so far)", what,
-                     rs->skipped_steps);
+        /* The first ten, then one in a hundred: counts are in metrics.csv. */
+        if (rs->skipped_steps <= 10 || rs->skipped_steps % 100 == 0)
+            cnn_log_warn(L->log, "%s; step skipped (%lld so far)", what,
+                         rs->skipped_steps);
+        if ((rs->step + rs->skipped_steps) % t->log_every == 0)
+            log_interval(L);
         return CNN_OK;
     }
     if (t->on_nan == CNN_ON_NAN_ROLLBACK && rs->rollbacks < t->max_rollbacks) {
@@ -554,6 +589,13 @@ static double metric_value(const struct cnn_run_state *rs, enum cnn_metric m)
     default:
         return rs->final_train_loss;
     }
+}
+
+/* Without a test split, best.safetensors follows the training loss. */
+static enum cnn_metric effective(const struct cnn_session *s,
+                                 enum cnn_metric m)
+{
+    return s->test.n > 0 ? m : CNN_METRIC_TRAIN_LOSS;
 }
 
 static enum cnn_status save_weights(struct loop *L, const char *name,
@@ -613,22 +655,29 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
                      r.test_acc, r.elapsed_s);
     }
 
-    double m = metric_value(rs, t->early_stopping ? t->stop_metric
-                                                  : t->best_metric);
-    double delta = t->early_stopping ? t->min_delta : 0.0;
-    if (isfinite(m) && (isnan(rs->best_metric) || m < rs->best_metric - delta)) {
+    /* best.safetensors follows best_metric; early stopping its own. */
+    double m = metric_value(rs, effective(s, t->best_metric));
+    if (isfinite(m) && (isnan(rs->best_metric) || m < rs->best_metric)) {
         rs->best_metric = m;
-        rs->stale_epochs = 0;
         enum cnn_status st = save_weights(L, "best.safetensors", err);
         if (st != CNN_OK)
             return st;
-    } else {
-        rs->stale_epochs++;
     }
-    *stop = t->early_stopping && rs->stale_epochs > t->patience;
-    if (*stop)
-        cnn_log_info(L->log, "early stopping: no improvement for %lld "
-                     "epochs", rs->stale_epochs);
+    *stop = false;
+    if (t->early_stopping) {
+        double e = metric_value(rs, t->stop_metric);
+        if (isfinite(e) && (isnan(rs->stop_best) ||
+                            e < rs->stop_best - t->min_delta)) {
+            rs->stop_best = e;
+            rs->stale_epochs = 0;
+        } else {
+            rs->stale_epochs++;
+        }
+        *stop = rs->stale_epochs > t->patience;
+        if (*stop)
+            cnn_log_info(L->log, "early stopping: no improvement for %lld "
+                         "epochs", rs->stale_epochs);
+    }
 
     double plateau = s->test.n > 0 ? rs->test_loss : rs->final_train_loss;
     if (cnn_schedule_epoch_end(&L->schedule, plateau))
@@ -832,10 +881,22 @@ static enum cnn_status decide_start(struct loop *L, enum start *how,
         enum cnn_status st = resume(L, &found, err);
         if (st != CNN_OK)
             return st;
+        /* Finished results without a checkpoint (an older version's run)
+         * are not thrown away; a run killed before its first checkpoint
+         * left nothing worth keeping and starts again. */
+        bool results = finished || cnn_rundir_has(&L->rd, "model.safetensors");
+        if (!found && results) {
+            cnn_error_at(err, CNN_ERR_USAGE, L->rd.path, "holds a run but no "
+                         "checkpoint to resume from");
+            cnn_error_hint(err, "add --force to start over (its files are "
+                           "replaced), or choose another --out");
+            return CNN_ERR_USAGE;
+        }
         if (!found) {
             cnn_log_info(L->log, "nothing to resume in %s: starting",
                          L->rd.path);
-            cnn_rundir_clear(&L->rd);
+            if (started)
+                cnn_rundir_clear(&L->rd);
             return CNN_OK;
         }
         *how = START_RESUMED;
@@ -904,6 +965,12 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
     cnn_run_state_init(&L->rs);
     L->reposition = true;
     L->t0 = L->interval_t0 = cnn_now();
+
+    if (t->early_stopping && t->stop_metric != CNN_METRIC_TRAIN_LOSS &&
+        s->test.n == 0)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "training.early_stopping "
+                             "follows a test metric, but data has no test "
+                             "split");
 
     /* A checkpoint holds the weights and the optimizer's state; keep room
      * for two while the new one is written. */

@@ -131,7 +131,7 @@ static void test_registry_refusals(void **state)
     expect_error("{name: adam, gamma: 0.9}", CNN_ERR_CONFIG,
                  "unknown key 'gamma'", NULL);
     expect_error("{name: adam, betas: [0.9, 1.0]}", CNN_ERR_CONFIG,
-                 "must be between", NULL);
+                 "must be in [0, 1)", NULL);
     expect_error("{name: adam, betas: 0.9}", CNN_ERR_CONFIG,
                  "expected two numbers", NULL);
     expect_error("{name: sgd, nesterov: true}", CNN_ERR_CONFIG,

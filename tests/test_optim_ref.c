@@ -573,7 +573,7 @@ static void test_bad_hyperparameters(void **state)
     (void)state;
     /* Columns count from 1 in "optimizer: {...". */
     expect_error("{name: adam, betas: [0.9, 1.0]}", "test.yaml:1:38",
-                 "optimizer.betas[1]: must be between 0 and 1, got 1.0",
+                 "optimizer.betas[1]: must be in [0, 1), got 1.0",
                  NULL);
     expect_error("{name: lion, betas: [-0.1, 0.99]}", "test.yaml:1:33",
                  "optimizer.betas[0]: must be between 0 and 1, got -0.1",

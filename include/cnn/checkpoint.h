@@ -32,6 +32,8 @@ struct cnn_run_state {
     long long skipped_steps;    /* non-finite steps skipped */
     long long rollbacks;        /* non-finite rollbacks done */
     double lr_factor;           /* halved by each rollback */
+    double last_lr;             /* of the last step */
+    double stop_best;           /* early stopping's best so far */
     long long metrics_bytes;    /* metrics.csv size at this point */
     bool done;                  /* the run finished */
 };

@@ -18,6 +18,7 @@ enum cnn_status {
     CNN_ERR_RUNTIME,     /* training itself failed */
     CNN_ERR_NONFINITE,   /* loss or gradients stopped being finite */
     CNN_STOPPED,         /* stopped by a signal after a checkpoint */
+    CNN_ERR_BUSY,        /* the run directory is held by another process */
 };
 
 struct cnn_error {
@@ -45,7 +46,8 @@ void cnn_error_hint(struct cnn_error *err, const char *fmt, ...)
 
 /* The process exit code for a status: 0 ok, 2 for usage, config and data
  * errors, 3 for a non-finite loss or gradient, 75 (EX_TEMPFAIL) for a run
- * stopped by a signal that can be resumed, 1 for everything else. */
+ * stopped by a signal that can be resumed or a run directory busy with
+ * another process, 1 for everything else. */
 int cnn_status_exit_code(enum cnn_status status);
 
 const char *cnn_status_name(enum cnn_status status);

@@ -44,8 +44,10 @@ void cli_usage(FILE *out)
           "--csv gives comma-separated values. plot writes an SVG of the\n"
           "runs' training loss and test accuracy to -o/--output FILE.svg.\n"
           "\n"
-          "exit status: 0 done, 1 runtime failure, 2 usage, config or data "
-          "error\n", out);
+          "exit status: 0 done (or already complete), 1 runtime failure, 2 "
+          "usage,\nconfig or data error, 3 non-finite loss or gradients, 75 "
+          "stopped by a signal\nor run directory busy: try again (--resume)"
+          "\n", out);
 }
 
 static bool parse_count(const char *s, long long min, long long max,
@@ -141,9 +143,14 @@ int cli_parse(int argc, char **argv, const char *command,
         fprintf(stderr, "try 'cnn-train --help'\n");
         return 2;
     }
-    /* --resume PATH: the checkpoint is the one positional after CONFIG. */
+    /* --resume PATH: one more positional, the one naming a .safetensors
+     * file, wherever it stands. */
     if (opts->resume && optind + 2 == argc) {
-        opts->resume_path = argv[optind + 1];
+        const char *a = argv[optind], *b = argv[optind + 1];
+        size_t la = strlen(a);
+        bool first = la > 12 && strcmp(a + la - 12, ".safetensors") == 0;
+        opts->resume_path = first ? a : b;
+        argv[optind] = (char *)(first ? b : a);
         argc--;
     }
     if (opts->resume && opts->force) {

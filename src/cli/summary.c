@@ -6,7 +6,10 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include <stdlib.h>
+
 #include "cnn/net.h"
+#include "cnn/optim.h"
 #include "cnn/train.h"
 
 static void human(double v, const char *unit, char *buf, size_t cap)
@@ -76,7 +79,7 @@ int cli_summary(int argc, char **argv)
         return rc;
 
     struct cnn_config cfg;
-    struct cnn_net net;
+    struct cnn_net net = {0};
     struct cnn_shape in;
     struct cnn_error err = {0};
     enum cnn_status st = cli_load_config(&opts, &cfg, &err);
@@ -85,10 +88,19 @@ int cli_summary(int argc, char **argv)
     if (st == CNN_OK)
         st = cnn_net_build(&net, cfg.model_layers, in,
                            (int)cfg.training.batch_size, &err);
-    if (st == CNN_OK) {
+    /* The optimizer section is checked too, as training would. */
+    struct cnn_optim optim = {0};
+    int n_groups = 0;
+    struct cnn_param_group *groups = st == CNN_OK ?
+        cnn_net_param_groups(&net, &n_groups) : NULL;
+    if (st == CNN_OK)
+        st = cnn_optim_create(&optim, cfg.optim.node, groups, n_groups,
+                              net.n_params, &err);
+    free(groups);
+    cnn_optim_free(&optim);
+    if (st == CNN_OK)
         print_table(&cfg, &net);
-        cnn_net_free(&net);
-    }
+    cnn_net_free(&net);
     cnn_config_free(&cfg);
     return st == CNN_OK ? 0 : cli_report(&err);
 }

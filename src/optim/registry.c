@@ -149,6 +149,10 @@ enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
 
 static double clip(struct cnn_optim *o, float *g)
 {
+    /* Clamping would hide an infinite gradient: report it first. */
+    for (size_t i = 0; o->clip_value > 0 && i < o->n; i++)
+        if (!isfinite(g[i]))
+            return NAN;
     if (o->clip_value > 0) {
         float c = (float)o->clip_value;
         for (size_t i = 0; i < o->n; i++)
@@ -232,9 +236,14 @@ enum cnn_status cnn_optim_read_betas(struct cnn_node *args, double def1,
     if (n->kind != CNN_NODE_SEQ || n->n_items != 2)
         return cnn_node_error(err, n, "expected two numbers, e.g. [0.9, "
                               "0.999]");
-    if (cnn_node_float(n->items[0], 0.0, 0.999999999, b1, err) ||
-        cnn_node_float(n->items[1], 0.0, 0.999999999, b2, err))
-        return CNN_ERR_CONFIG;
+    for (int i = 0; i < 2; i++) {
+        double *b = i ? b2 : b1;
+        if (cnn_node_float(n->items[i], 0.0, 1.0, b, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        if (*b >= 1.0)
+            return cnn_node_error(err, n->items[i], "must be in [0, 1), got "
+                                  "%s", n->items[i]->value);
+    }
     return CNN_OK;
 }
 
