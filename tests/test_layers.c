@@ -269,6 +269,15 @@ static void test_batchnorm_grad(void **state)
                 (struct cnn_shape){5, 1, 1});
 }
 
+static void test_layernorm_rmsnorm_grad(void **state)
+{
+    struct cnn_shape s = {2, 3, 2};
+    check_layer("    - layernorm\n", s, 3, true, s);
+    check_layer("    - rmsnorm\n", s, 3, true, s);
+    struct cnn_shape flat = {7, 1, 1};
+    check_layer("    - layernorm\n", flat, 2, true, flat);
+}
+
 static void test_global_avgpool_grad(void **state)
 {
     check_layer("    - global_avgpool\n", (struct cnn_shape){3, 4, 2}, 2,
@@ -484,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_stack_grad),
         cmocka_unit_test(test_batchnorm_grad),
         cmocka_unit_test(test_global_avgpool_grad),
+        cmocka_unit_test(test_layernorm_rmsnorm_grad),
         cmocka_unit_test(test_residual_identity_grad),
         cmocka_unit_test(test_residual_projection_grad),
         cmocka_unit_test(test_residual_pad_repeat_grad),

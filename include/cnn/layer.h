@@ -168,5 +168,7 @@ extern const struct cnn_layer_kind cnn_layer_dropout;
 extern const struct cnn_layer_kind cnn_layer_batchnorm;
 extern const struct cnn_layer_kind cnn_layer_global_avgpool;
 extern const struct cnn_layer_kind cnn_layer_residual;
+extern const struct cnn_layer_kind cnn_layer_layernorm;
+extern const struct cnn_layer_kind cnn_layer_rmsnorm;
 
 #endif

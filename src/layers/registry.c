@@ -22,6 +22,8 @@ static const struct cnn_layer_kind *const kinds[] = {
     &cnn_layer_batchnorm,
     &cnn_layer_global_avgpool,
     &cnn_layer_residual,
+    &cnn_layer_layernorm,
+    &cnn_layer_rmsnorm,
 };
 
 enum { N_KINDS = sizeof kinds / sizeof kinds[0] };
