@@ -468,7 +468,8 @@ static void test_window_too_large(void **state)
     expect_build_error("    - conv2d: {filters: 2, size: 3}\n"
                        "    - avgpool: {size: 7}\n",
                        shape(1, 8, 8), 1, "test.yaml:6:7",
-                       "a 7x7 window does not fit the 6x6 output of "
+                       "a 7x7 window with pad 0 does not fit the 6x6 "
+                       "output of "
                        "conv2d_1", NULL);
     /* Enough padding makes it fit. */
     struct cnn_error err;

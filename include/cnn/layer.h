@@ -138,6 +138,15 @@ void cnn_param_init(struct cnn_param *p, struct cnn_rng *rng);
 enum cnn_status cnn_layer_need_flat(struct cnn_layer *l,
                                     struct cnn_error *err);
 
+struct cnn_conv_geom;
+
+/* The geometry of a square size x size window with stride and pad over
+ * l's input; a window that does not fit is a config error naming the
+ * layer before. */
+enum cnn_status cnn_layer_window(struct cnn_layer *l, int size, int stride,
+                                 int pad, struct cnn_conv_geom *g,
+                                 struct cnn_error *err);
+
 /* Allocates zeroed memory for layer state. Returns NULL with a config
  * error when bytes is beyond any sane layer (a typo in a size), or with
  * CNN_ERR_NOMEM when memory is short. */

@@ -27,17 +27,9 @@ static enum cnn_status pool_create(struct cnn_layer *l, struct cnn_node *args,
         cnn_read_int(args, "pad", 0, 0, size / 2, &pad, err))
         return CNN_ERR_CONFIG;
 
-    struct cnn_conv_geom g = {
-        .c = l->in.c, .h = l->in.h, .w = l->in.w,
-        .kh = (int)size, .kw = (int)size,
-        .stride = (int)stride, .pad = (int)pad,
-    };
-    g.oh = cnn_conv_out_size(g.h, g.kh, g.stride, g.pad);
-    g.ow = cnn_conv_out_size(g.w, g.kw, g.stride, g.pad);
-    if (g.oh < 1 || g.ow < 1)
-        return cnn_node_error(err, l->node, "a %lldx%lld window does not "
-                              "fit the %dx%d output of %s", size, size,
-                              g.h, g.w, l->prev);
+    struct cnn_conv_geom g;
+    if (cnn_layer_window(l, (int)size, (int)stride, (int)pad, &g, err))
+        return CNN_ERR_CONFIG;
 
     struct pool_state *s = cnn_layer_alloc(l, sizeof *s, err);
     if (!s)

@@ -3,6 +3,7 @@
  * declaring parameters, reading "init", initializing weights.
  */
 #include "cnn/layer.h"
+#include "cnn/ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -146,6 +147,23 @@ enum cnn_status cnn_layer_need_flat(struct cnn_layer *l,
                    l->in.c, l->in.h, l->in.w);
     cnn_error_hint(err, "put '- flatten' before it");
     return CNN_ERR_CONFIG;
+}
+
+enum cnn_status cnn_layer_window(struct cnn_layer *l, int size, int stride,
+                                 int pad, struct cnn_conv_geom *g,
+                                 struct cnn_error *err)
+{
+    *g = (struct cnn_conv_geom){
+        .c = l->in.c, .h = l->in.h, .w = l->in.w,
+        .kh = size, .kw = size, .stride = stride, .pad = pad,
+    };
+    g->oh = cnn_conv_out_size(g->h, g->kh, g->stride, g->pad);
+    g->ow = cnn_conv_out_size(g->w, g->kw, g->stride, g->pad);
+    if (g->oh >= 1 && g->ow >= 1)
+        return CNN_OK;
+    return cnn_node_error(err, l->node, "a %dx%d window with pad %d does not "
+                          "fit the %dx%d output of %s", size, size, pad,
+                          g->h, g->w, l->prev);
 }
 
 /* No layer state of ours comes near this; past it, a size is a typo. */
