@@ -639,5 +639,89 @@ expect_rc compare_badopt 2 "compare with an unknown option exits 2"
 run plot_none "$BIN" plot -o none.svg
 expect_rc plot_none 2 "plot without RUN_DIR exits 2"
 
+
+# --- eval, predict, bench -----------------------------------------------------
+
+TINY=$ROOT/data/fashion-mnist-tiny
+run ev "$BIN" eval lr-a
+expect_rc ev 0 "eval of a run directory exits 0"
+acc_run=$(column lr-a/metrics.csv test_acc | grep . | tail -n 1)
+acc_eval=$(sed -n 's/.*accuracy \([0-9.]*\)$/\1/p' "$TMP/ev.out")
+if [ -n "$acc_eval" ] && [ -n "$acc_run" ] &&
+   /usr/bin/python3 -c "import sys; sys.exit(abs($acc_eval - $acc_run) > 1e-4)"; then
+    pass "eval reproduces the run's final test accuracy ($acc_eval)"
+else
+    fail "eval reproduces the run's final test accuracy" "eval $acc_eval, run $acc_run"
+fi
+if grep -q "confusion matrix" "$TMP/ev.out" && grep -q "Ankle boot" "$TMP/ev.out"; then
+    pass "eval prints per-class accuracy with names and the confusion matrix"
+else
+    fail "eval prints per-class accuracy with names and the confusion matrix"
+fi
+run evcsv "$BIN" eval lr-a/model.safetensors --csv
+if [ "$(head -n 1 "$TMP/evcsv.out" | cut -d, -f1-5)" = "class,name,count,accuracy,loss" ] &&
+   [ "$(wc -l < "$TMP/evcsv.out")" -eq 12 ] &&
+   /usr/bin/python3 -c 'import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert sum(int(r["count"]) for r in rows[:-1]) == int(rows[-1]["count"]) == 500' "$TMP/evcsv.out"; then
+    pass "eval --csv: one row per class and a total, counts add up"
+else
+    fail "eval --csv: one row per class and a total, counts add up"
+fi
+run evbad "$BIN" eval "$TMP/nope"
+expect_rc evbad 2 "eval of a missing file exits 2"
+
+run pr "$BIN" predict lr-a "$TINY/t10k-images-idx3-ubyte.gz" --top 2
+expect_rc pr 0 "predict on an IDX file exits 0"
+if [ "$(wc -l < "$TMP/pr.out")" -eq 500 ] &&
+   head -n 1 "$TMP/pr.out" | grep -q '^.*\[0\]: [A-Za-z/ -]* 0\.[0-9]*, '; then
+    pass "predict prints one line per image with the top classes"
+else
+    fail "predict prints one line per image with the top classes" "$(head -n 1 "$TMP/pr.out")"
+fi
+/usr/bin/python3 - "$TINY/t10k-images-idx3-ubyte.gz" first.pgm first.png <<'PY'
+import gzip, struct, sys, zlib
+img = gzip.open(sys.argv[1]).read()[16:16 + 784]
+open(sys.argv[2], "wb").write(b"P5\n28 28\n255\n" + img)
+raw = b"".join(b"\0" + img[r * 28:(r + 1) * 28] for r in range(28))
+def chunk(t, b):
+    return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+open(sys.argv[3], "wb").write(b"\x89PNG\r\n\x1a\n" +
+    chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
+    chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+run primg "$BIN" predict lr-a/model.safetensors first.pgm first.png
+want=$(head -n 1 "$TMP/pr.out" | sed 's/^[^:]*: \([^,]*\) .*/\1/')
+if [ "$(grep -c ": $want " "$TMP/primg.out")" -eq 2 ]; then
+    pass "predict on PGM and PNG copies of an image agrees with the IDX one"
+else
+    fail "predict on PGM and PNG copies agrees" "$(cat "$TMP/primg.out" "$TMP/primg.err")"
+fi
+printf 'P5\n20 20\n255\n' > small.pgm
+head -c 400 /dev/zero >> small.pgm
+run prsize "$BIN" predict lr-a small.pgm
+expect_rc prsize 2 "predict on an image of the wrong size exits 2"
+
+run bj "$BIN" bench "$CFG" --steps 2 --repeats 1 --warmup 0 --json
+if /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+assert d["images_per_s"] > 0 and d["gflops"] > 0 and d["peak_gflops"] > 0' "$TMP/bj.out"; then
+    pass "bench --json gives images_per_s, gflops and peak_gflops"
+else
+    fail "bench --json gives images_per_s, gflops and peak_gflops"
+fi
+run bl "$BIN" bench "$CFG" --steps 2 --repeats 1 --layers
+if grep -q "dense_1" "$TMP/bl.out" && grep -q "backward ms" "$TMP/bl.out"; then
+    pass "bench --layers lists each layer's forward and backward time"
+else
+    fail "bench --layers lists each layer's forward and backward time"
+fi
+
+run rs "$BIN" summary "$ROOT/configs/resnet.yaml"
+if grep -q "272186 trainable" "$TMP/rs.out" && grep -q "62.87 MFLOP" "$TMP/rs.out"; then
+    pass "summary of ResNet-20: 272186 trainable parameters, 62.87 MFLOP"
+else
+    fail "summary of ResNet-20" "$(tail -n 4 "$TMP/rs.out")"
+fi
+
 echo "# $COUNT checks, $FAILED failed"
 [ "$FAILED" -eq 0 ]
