@@ -19,23 +19,27 @@ REF=${TORCH_BENCH_DIR:-$ROOT/../shared/bench}
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 ours() {            # ours MODEL THREADS -> images/s
-    "$BIN" bench "$ROOT/configs/$1.yaml" --threads "$2" --json --steps 30 |
+    "$BIN" bench "$ROOT/configs/$1.yaml" --threads "$2" --json \
+        --steps "${STEPS:-30}" |
         sed 's/.*"images_per_s": \([0-9.]*\).*/\1/'
 }
 theirs() {          # theirs MODEL THREADS -> images/s
     (cd "$REF" && OMP_WAIT_POLICY=passive /usr/bin/python3 torch_bench.py \
-        --models "$1" --threads "$2" --steps 30 --repeats 3) |
+        --models "$1" --threads "$2" --steps "${STEPS:-30}" --repeats 3) |
         sed -n 's/.*img\/s median *\([0-9.]*\).*/\1/p'
 }
 
 printf '%-6s %12s %12s %12s %12s %8s\n' model "ours 1t" "ours 2t" \
     "torch 1t" "torch 2t" ratio
-for model in ${MODELS:-mlp lenet}; do
+# ours:theirs model names (configs/resnet.yaml is their resnet20).
+for pair in ${MODELS:-mlp:mlp lenet:lenet resnet:resnet20}; do
+    model=${pair%%:*}
+    ref=${pair##*:}
     declare -A runs=()
     for r in $(seq "$ROUNDS"); do
         for t in 1 2; do
             runs[o$t]+="$(ours "$model" "$t") "
-            runs[t$t]+="$(theirs "$model" "$t") "
+            runs[t$t]+="$(theirs "$ref" "$t") "
         done
     done
     o1=$(echo ${runs[o1]} | tr ' ' '\n' | median)
