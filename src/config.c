@@ -901,6 +901,17 @@ enum cnn_status cnn_config_resolve(struct cnn_config *cfg,
         st = resolve_schedule(cfg, err);
     if (st == CNN_OK)
         st = resolve_training(cfg, err);
+    struct cnn_training_config *t = &cfg->training;
+    if (st == CNN_OK && t->early_stopping &&
+        t->stop_metric != CNN_METRIC_TRAIN_LOSS && !cfg->data.test.images) {
+        struct cnn_node *tr = cnn_node_get(cfg->root, "training");
+        struct cnn_node *es = cnn_node_get(tr, "early_stopping");
+        struct cnn_node *m = cnn_node_get(es, "metric");
+        st = cnn_node_error(err, m ? m : es, "follows a test metric, but "
+                            "data has no test split");
+        cnn_error_hint(err, "use metric: train_loss, or add data.test");
+    }
+
     /* Top-level keys starting "x-" hold YAML anchors for reuse (blocks
      * defined once); they are not settings. */
     for (int i = 0; i < cfg->root->n_items; i++)

@@ -80,6 +80,14 @@ static enum cnn_status layer_name(struct cnn_net *net, struct cnn_layer *l,
     const char *given;
     if (cnn_read_string(args, "name", NULL, &given, err) != CNN_OK)
         return CNN_ERR_CONFIG;
+    if (given && l->copy > 0) {
+        /* Copies of a repeated, named block: stage1, stage1_2, ... */
+        if (snprintf(l->name, sizeof l->name, "%s_%d", given, l->copy + 1) >=
+            (int)sizeof l->name)
+            return cnn_node_error(err, cnn_node_get(args, "name"), "too long "
+                                  "for its copies' names");
+        return CNN_OK;
+    }
     if (!given) {
         snprintf(l->name, sizeof l->name, "%s_%d", l->kind->name, ordinal);
         for (int i = 0; i < net->n_layers; i++)
@@ -231,16 +239,18 @@ typedef void (*param_fn)(void *ctx, const char *name, struct cnn_param *p,
 static void walk(struct cnn_net *net, const char *prefix, float lr_mult,
                  bool trainable, param_fn fn, void *ctx)
 {
-    char name[1024];
+    /* Sized for this level: prefix, layer name, the longest suffix or
+     * stack name, and the dots. */
+    size_t cap = strlen(prefix) + sizeof net->layers[0].name + 64;
+    char *name = malloc(cap);
+    if (!name)
+        return;
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
         float lr = lr_mult * l->lr_mult;
-        /* Names nest at most as deep as the YAML (64 levels of 64). */
-        if (strlen(prefix) + sizeof l->name + 32 > sizeof name)
-            return;
         bool tr = trainable && l->trainable;
         for (int j = 0; j < l->n_params; j++) {
-            snprintf(name, sizeof name, "%s%s.%s", prefix, l->name,
+            snprintf(name, cap, "%s%s.%s", prefix, l->name,
                      l->params[j].suffix);
             fn(ctx, name, &l->params[j], lr, tr);
         }
@@ -250,10 +260,11 @@ static void walk(struct cnn_net *net, const char *prefix, float lr_mult,
         const char *names[4];
         int n = l->kind->children(l, subs, names, 4);
         for (int k = 0; k < n; k++) {
-            snprintf(name, sizeof name, "%s%s.%s.", prefix, l->name, names[k]);
+            snprintf(name, cap, "%s%s.%s.", prefix, l->name, names[k]);
             walk(subs[k], name, lr, tr, fn, ctx);
         }
     }
+    free(name);
 }
 
 struct count_ctx {

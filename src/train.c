@@ -966,12 +966,6 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
     L->reposition = true;
     L->t0 = L->interval_t0 = cnn_now();
 
-    if (t->early_stopping && t->stop_metric != CNN_METRIC_TRAIN_LOSS &&
-        s->test.n == 0)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "training.early_stopping "
-                             "follows a test metric, but data has no test "
-                             "split");
-
     /* A checkpoint holds the weights and the optimizer's state; keep room
      * for two while the new one is written. */
     size_t ckpt = s->net.n_params * sizeof(float) +

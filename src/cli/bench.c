@@ -17,6 +17,7 @@
 #include "cnn/ops.h"
 #include "cnn/optim.h"
 #include "cnn/report.h"
+#include "cnn/safetensors.h"
 #include "cnn/train.h"
 
 struct bench_opts {
@@ -83,7 +84,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
         *num = strtoll(optarg, &end, 10);
         if (errno || *end || end == optarg || *num < lo || *num > 1000000) {
             fprintf(stderr, "cnn-train bench: %s: expected a count, got "
-                    "'%s'\n", argv[optind - 2 >= 0 ? optind - 2 : 0], optarg);
+                    "'%s'\n", longopts[c - OPT_SET].name, optarg);
             return 2;
         }
     }
@@ -195,14 +196,14 @@ static double sgemm_gflops(void)
 
 static void print_layers(const struct bench *b, long long steps)
 {
-    printf("\n%-3s %-18s %-11s %12s %12s %8s\n", "#", "layer", "kind",
+    printf("\n%-3s %-18s %-15s %12s %12s %8s\n", "#", "layer", "kind",
            "forward ms", "backward ms", "share");
     double total = 0;
     for (int i = 0; i < b->net.n_layers; i++)
         total += b->fwd[i] + b->bwd[i];
     for (int i = 0; i < b->net.n_layers; i++) {
         const struct cnn_layer *l = &b->net.layers[i];
-        printf("%-3d %-18s %-11s %12.3f %12.3f %7.1f%%\n", i + 1, l->name,
+        printf("%-3d %-18s %-15s %12.3f %12.3f %7.1f%%\n", i + 1, l->name,
                l->kind->name, b->fwd[i] / steps * 1e3,
                b->bwd[i] / steps * 1e3,
                100.0 * (b->fwd[i] + b->bwd[i]) / total);
@@ -236,12 +237,15 @@ int cli_bench(int argc, char **argv)
         double rate = ips ? ips[o.repeats / 2] : 0;
         double gflops = 3.0 * cnn_net_flops(&b.net) * rate / 1e9;
         double peak = sgemm_gflops();
-        if (o.json)
-            printf("{\"config\": \"%s\", \"batch\": %d, \"threads\": %d, "
+        if (o.json) {
+            fputs("{\"config\": ", stdout);
+            cnn_json_string(stdout, o.config);
+            printf(", \"batch\": %d, \"threads\": %d, "
                    "\"images_per_s\": %.1f, \"gflops\": %.2f, "
-                   "\"peak_gflops\": %.2f, \"ratio\": %.3f}\n", o.config,
+                   "\"peak_gflops\": %.2f, \"ratio\": %.3f}\n",
                    b.net.batch, threads, rate, gflops, peak,
                    peak > 0 ? gflops / peak : 0);
+        }
         else
             printf("%s: batch %d, %d threads: %.1f images/s (median of "
                    "%lld x %lld steps), %.2f GFLOP/s; sgemm %.2f GFLOP/s; "

@@ -34,7 +34,8 @@ static void bytes(double v, char *buf, size_t cap)
     snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
 }
 
-static void print_table(const struct cnn_config *cfg, struct cnn_net *net)
+static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
+                        size_t frozen)
 {
     char shape[48], flops[32], mem[32];
     printf("model %s: input %dx%dx%d, batch %d\n\n", cfg->name, net->in.c,
@@ -42,13 +43,11 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net)
     printf("%-3s %-18s %-15s %-12s %12s %14s %12s\n", "#", "name", "kind",
            "output", "params", "FLOPs/example", "activations");
 
-    size_t params = 0, buffers = 0;
+    size_t params = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
-        size_t b;
-        size_t n = cnn_layer_param_count(l, &b);
+        size_t n = cnn_layer_param_count(l, NULL);
         params += n;
-        buffers += b;
         snprintf(shape, sizeof shape, "%dx%dx%d", l->out.c, l->out.h,
                  l->out.w);
         human(l->flops, "", flops, sizeof flops);
@@ -64,7 +63,7 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net)
     char pmem[32];
     bytes((double)params * sizeof(float), pmem, sizeof pmem);
     printf("\ntotal parameters:        %zu (%s), %zu trainable\n", params,
-           pmem, params - buffers);
+           pmem, params - frozen);
     printf("forward per example:     %s\n", flops);
     printf("training step estimate:  3x forward per example\n");
     printf("activations, batch %-5d %s (training keeps as much again for "
@@ -96,10 +95,14 @@ int cli_summary(int argc, char **argv)
     if (st == CNN_OK)
         st = cnn_optim_create(&optim, cfg.optim.node, groups, n_groups,
                               net.n_params, &err);
-    free(groups);
     cnn_optim_free(&optim);
+    size_t frozen = 0;
+    for (int i = 0; i < n_groups; i++)
+        if (groups[i].frozen)
+            frozen += groups[i].count;
+    free(groups);
     if (st == CNN_OK)
-        print_table(&cfg, &net);
+        print_table(&cfg, &net, frozen);
     cnn_net_free(&net);
     cnn_config_free(&cfg);
     return st == CNN_OK ? 0 : cli_report(&err);

@@ -79,7 +79,9 @@ static enum cnn_status read_png(const char *path, int channels,
                             png.message);
     png.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
     size_t hw = (size_t)png.width * png.height;
-    uint8_t *packed = malloc(PNG_IMAGE_SIZE(png));
+    /* Zeroed: libpng composites transparent pixels onto the buffer, so
+     * they come out black, as in the training data's background. */
+    uint8_t *packed = calloc(1, PNG_IMAGE_SIZE(png));
     img->pixels = malloc(hw * (size_t)(channels == 3 ? 3 : 1));
     if (!packed || !img->pixels) {
         free(packed);
