@@ -48,17 +48,42 @@ static const struct field fields[] = {
 
 enum { N_FIELDS = sizeof fields / sizeof fields[0], N_EXTRA = 10 };
 
-static uint32_t checksum(const struct cnn_tensor *t, int n)
+static uLong crc_bytes(uLong crc, const void *data, size_t bytes)
+{
+    const Bytef *p = data;
+    for (size_t left = bytes; left > 0;) {
+        uInt chunk = left > (1u << 30) ? 1u << 30 : (uInt)left;
+        crc = crc32(crc, p, chunk);
+        p += chunk;
+        left -= chunk;
+    }
+    return crc;
+}
+
+static uLong crc_text(uLong crc, const char *s)
+{
+    return crc_bytes(crc, s, strlen(s) + 1);    /* the NUL separates */
+}
+
+/* CRC-32 of everything a checkpoint says: each tensor's name, dtype,
+ * shape and data, and every metadata pair but the checksum itself, in
+ * order. A flipped byte anywhere is damage, not a different state. */
+uint32_t cnn_checkpoint_checksum(const struct cnn_tensor *t, int n,
+                                 const char *const *keys,
+                                 const char *const *values, int n_meta)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
     for (int i = 0; i < n; i++) {
-        const Bytef *p = t[i].data;
-        for (size_t left = t[i].bytes; left > 0;) {
-            uInt chunk = left > (1u << 30) ? 1u << 30 : (uInt)left;
-            crc = crc32(crc, p, chunk);
-            p += chunk;
-            left -= chunk;
-        }
+        crc = crc_text(crc, t[i].name);
+        crc = crc_text(crc, t[i].dtype);
+        crc = crc_bytes(crc, t[i].dims, (size_t)t[i].ndim * sizeof t[i].dims[0]);
+        crc = crc_bytes(crc, t[i].data, t[i].bytes);
+    }
+    for (int i = 0; i < n_meta; i++) {
+        if (strcmp(keys[i], "checksum") == 0)
+            continue;
+        crc = crc_text(crc, keys[i]);
+        crc = crc_text(crc, values[i]);
     }
     return (uint32_t)crc;
 }
@@ -121,11 +146,16 @@ enum cnn_status cnn_checkpoint_save(const char *path, struct cnn_net *net,
     meta[m++] = (struct cnn_meta){"plateau_bad", values[m - 1]};
     snprintf(values[m], 40, "%d", rs->done);
     meta[m++] = (struct cnn_meta){"done", values[m - 1]};
-    snprintf(values[m], 40, "%08" PRIx32, checksum(t, n));
-    meta[m++] = (struct cnn_meta){"checksum", values[m - 1]};
     meta[m++] = (struct cnn_meta){"format", "pt"};
     meta[m++] = (struct cnn_meta){"producer", "cnn-train " CNN_VERSION};
     meta[m++] = (struct cnn_meta){"config", config_text ? config_text : ""};
+    const char *keys[N_FIELDS + N_EXTRA], *vals[N_FIELDS + N_EXTRA];
+    for (int i = 0; i < m; i++) {
+        keys[i] = meta[i].key;
+        vals[i] = meta[i].value;
+    }
+    snprintf(values[m], 40, "%08" PRIx32, cnn_checkpoint_checksum(t, n, keys, vals, m));
+    meta[m++] = (struct cnn_meta){"checksum", values[m - 1]};
 
     st = cnn_safetensors_write(path, t, n, meta, m, err);
 out:
@@ -156,43 +186,61 @@ static enum cnn_status meta_number(const struct cnn_st_file *f,
                         "'%s' is %s", key, v ? "not a number" : "missing");
 }
 
+/* A counter: a whole non-negative number, nothing else. */
+static enum cnn_status meta_count(const struct cnn_st_file *f,
+                                  const char *key, long long *out,
+                                  struct cnn_error *err)
+{
+    const char *v = cnn_st_meta(f, key);
+    char *end;
+    if (v) {
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (end != v && *end == '\0' && errno == 0 && n >= 0) {
+            *out = n;
+            return CNN_OK;
+        }
+    }
+    return cnn_error_at(err, CNN_ERR_DATA, f->path, "checkpoint metadata "
+                        "'%s' is %s", key, v ? "not a count" : "missing");
+}
+
 static enum cnn_status read_state(const struct cnn_st_file *f,
                                   struct cnn_run_state *rs,
                                   struct cnn_schedule *sched,
                                   long long *optim_steps,
                                   struct cnn_error *err)
 {
-    double v;
     for (int i = 0; i < N_FIELDS; i++) {
-        if (meta_number(f, fields[i].key, &v, err) != CNN_OK)
-            return CNN_ERR_DATA;
         char *base = (char *)rs + fields[i].offset;
-        if (fields[i].kind == F_LL)
-            *(long long *)base = (long long)v;
-        else
-            *(double *)base = v;
+        /* Keys added after the first checkpoints keep their defaults
+         * when absent, so older checkpoints still resume. */
+        bool newer = strcmp(fields[i].key, "last_lr") == 0 ||
+                     strcmp(fields[i].key, "stop_best") == 0;
+        if (newer && !cnn_st_meta(f, fields[i].key))
+            continue;
+        enum cnn_status st = fields[i].kind == F_LL
+            ? meta_count(f, fields[i].key, (long long *)base, err)
+            : meta_number(f, fields[i].key, (double *)base, err);
+        if (st != CNN_OK)
+            return st;
     }
-    /* Counters were written as integers: read them exactly. */
-    for (int i = 0; i < N_FIELDS; i++)
-        if (fields[i].kind == F_LL)
-            *(long long *)((char *)rs + fields[i].offset) =
-                strtoll(cnn_st_meta(f, fields[i].key), NULL, 10);
-
+    long long done = 0, bad = 0;
     if (meta_number(f, "plateau_scale", &sched->plateau_scale, err) ||
         meta_number(f, "plateau_best", &sched->plateau_best, err) ||
-        meta_number(f, "plateau_bad", &v, err))
+        meta_count(f, "plateau_bad", &bad, err) ||
+        meta_count(f, "done", &done, err) ||
+        meta_count(f, "optim_steps", optim_steps, err))
         return CNN_ERR_DATA;
-    sched->plateau_bad = (long long)v;
-    if (meta_number(f, "done", &v, err))
-        return CNN_ERR_DATA;
-    rs->done = v != 0;
-    if (meta_number(f, "optim_steps", &v, err))
-        return CNN_ERR_DATA;
-    *optim_steps = strtoll(cnn_st_meta(f, "optim_steps"), NULL, 10);
-    if (rs->step < 0 || rs->epoch < 0 || rs->epoch_pos < 0 ||
-        *optim_steps < 0)
+    sched->plateau_bad = bad;
+    rs->done = done != 0;
+    if (!(rs->lr_factor > 0) || !isfinite(rs->lr_factor) ||
+        !(sched->plateau_scale > 0) || !isfinite(sched->plateau_scale) ||
+        done > 1)
         return cnn_error_at(err, CNN_ERR_DATA, f->path, "checkpoint state "
-                            "has negative counters");
+                            "out of range (lr_factor %g, plateau_scale %g, "
+                            "done %lld)", rs->lr_factor, sched->plateau_scale,
+                            done);
     return CNN_OK;
 }
 
@@ -204,8 +252,10 @@ static enum cnn_status verify(const struct cnn_st_file *f,
         return cnn_error_at(err, CNN_ERR_DATA, f->path, "not a cnn-train "
                             "checkpoint (no checksum)");
     char got[16];
-    snprintf(got, sizeof got, "%08" PRIx32, checksum(f->tensors,
-                                                     f->n_tensors));
+    snprintf(got, sizeof got, "%08" PRIx32,
+             cnn_checkpoint_checksum(f->tensors, f->n_tensors,
+                      (const char *const *)f->meta_keys,
+                      (const char *const *)f->meta_values, f->n_meta));
     if (strcmp(got, want) != 0)
         return cnn_error_at(err, CNN_ERR_DATA, f->path, "checksum mismatch "
                             "(file says %s, data gives %s): damaged", want,
@@ -260,6 +310,9 @@ enum cnn_status cnn_checkpoint_load(const char *path, struct cnn_net *net,
     st = verify(&f, err);
     if (st == CNN_OK)
         st = read_state(&f, &state, &sched, &optim_steps, err);
+    if (st == CNN_OK && !cnn_st_meta(&f, "optimizer"))
+        st = cnn_error_at(err, CNN_ERR_DATA, path, "checkpoint metadata "
+                          "'optimizer' is missing");
     const struct cnn_tensor *rng = cnn_st_find(&f, "state.dropout_rng");
     if (st == CNN_OK && (!rng || rng->bytes != sizeof net->dropout_rng.s))
         st = cnn_error_at(err, CNN_ERR_DATA, path, "tensor "

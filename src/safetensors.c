@@ -295,9 +295,22 @@ static bool read_string(struct json *j, char **out)
         case 'f': dst[n++] = '\f'; break;
         case '"': case '\\': case '/': dst[n++] = c; break;
         case 'u':
-            if (start + raw - p < 5 || sscanf(p + 1, "%4x", &v) != 1) {
+            /* Four hex digits, read by hand: the buffer has no NUL. */
+            if (start + raw - p < 5) {
                 free(dst);
                 return false;
+            }
+            v = 0;
+            for (int d = 1; d <= 4; d++) {
+                char h = p[d];
+                int x = h >= '0' && h <= '9' ? h - '0'
+                      : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                      : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                if (x < 0) {
+                    free(dst);
+                    return false;
+                }
+                v = v * 16 + (unsigned)x;
             }
             p += 4;
             n += put_utf8(dst + n, v >= 0xd800 && v < 0xe000 ? '?' : v);

@@ -908,6 +908,13 @@ static enum cnn_status decide_start(struct loop *L, enum start *how,
                                                    L->config_text)))
             *how = START_COMPLETE;
         L->rs.done = false;
+        /* Training goes on: the old results no longer describe the run
+         * (a run killed now must not look complete). */
+        if (*how == START_RESUMED) {
+            char path[4200];
+            cnn_rundir_file(&L->rd, "run.json", path, sizeof path);
+            unlink(path);
+        }
         return CNN_OK;
     }
     if (finished && same_file_text(config_path, L->config_text)) {

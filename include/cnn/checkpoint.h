@@ -11,6 +11,7 @@
 
 #include "cnn/net.h"
 #include "cnn/optim.h"
+#include "cnn/safetensors.h"
 
 /* Where a run stands; what a checkpoint restores besides tensors. */
 struct cnn_run_state {
@@ -59,5 +60,11 @@ enum cnn_status cnn_checkpoint_load(const char *path, struct cnn_net *net,
                                     struct cnn_run_state *rs,
                                     char **config_text,
                                     struct cnn_error *err);
+
+/* The CRC-32 a checkpoint carries: each tensor's name, dtype, shape and
+ * data, then every metadata pair except "checksum", in order. */
+uint32_t cnn_checkpoint_checksum(const struct cnn_tensor *t, int n,
+                                 const char *const *keys,
+                                 const char *const *values, int n_meta);
 
 #endif
