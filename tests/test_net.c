@@ -387,7 +387,8 @@ static void test_unknown_layer(void **state)
                        shape(1, 8, 8), 1, "test.yaml:5:7",
                        "model.layers[0]: unknown layer 'conv2' (known: "
                        "dense, conv2d, maxpool, avgpool, flatten, relu, "
-                       "leaky_relu, sigmoid, tanh, dropout, batchnorm, global_avgpool, residual, layernorm, rmsnorm)",
+                       "leaky_relu, sigmoid, tanh, dropout, batchnorm, "
+                       "global_avgpool, residual, layernorm, rmsnorm)",
                        "did you mean 'conv2d'?");
     expect_build_error("    - flatten\n    - rellu\n", shape(1, 8, 8), 1,
                        "test.yaml:6:7", "model.layers[1]: unknown layer "

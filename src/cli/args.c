@@ -201,3 +201,14 @@ int cli_report(const struct cnn_error *err)
         fprintf(stderr, "  hint: %s\n", err->hint);
     return cnn_status_exit_code(err->status);
 }
+
+void cli_format_bytes(double v, char *buf, size_t cap)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (v >= 1024.0 && i < 4) {
+        v /= 1024.0;
+        i++;
+    }
+    snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
+}

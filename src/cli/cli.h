@@ -42,6 +42,9 @@ int cli_report(const struct cnn_error *err);
 
 void cli_usage(FILE *out);
 
+/* "1.8 MiB": bytes in binary units, for tables. */
+void cli_format_bytes(double bytes, char *buf, size_t cap);
+
 int cli_train(int argc, char **argv);
 int cli_summary(int argc, char **argv);
 int cli_compare(int argc, char **argv);

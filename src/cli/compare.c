@@ -55,18 +55,6 @@ struct row {
     char buf[N_COLUMNS][32];
 };
 
-static void bytes_human(long long n, char *buf, size_t cap)
-{
-    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)n;
-    int i = 0;
-    while (v >= 1024.0 && i < 4) {
-        v /= 1024.0;
-        i++;
-    }
-    snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
-}
-
 /* Formats one number cell; an unknown value (NAN) gets none. */
 static void number(struct row *row, int col, const char *none,
                    const char *fmt, double v)
@@ -104,7 +92,8 @@ static void fill_row(struct row *row, const struct cnn_run *r, bool csv)
     if (csv || r->optimizer_state_bytes < 0) {
         count(row, COL_MEMORY, none, r->optimizer_state_bytes);
     } else {
-        bytes_human(r->optimizer_state_bytes, row->buf[COL_MEMORY],
+        cli_format_bytes((double)r->optimizer_state_bytes,
+                         row->buf[COL_MEMORY],
                     sizeof row->buf[COL_MEMORY]);
         row->cell[COL_MEMORY] = row->buf[COL_MEMORY];
     }

@@ -23,17 +23,6 @@ static void human(double v, const char *unit, char *buf, size_t cap)
     snprintf(buf, cap, i ? "%.2f %s%s" : "%.0f %s%s", v, prefix[i], unit);
 }
 
-static void bytes(double v, char *buf, size_t cap)
-{
-    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (v >= 1024.0 && i < 4) {
-        v /= 1024.0;
-        i++;
-    }
-    snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
-}
-
 static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
                         size_t frozen)
 {
@@ -51,7 +40,8 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
         snprintf(shape, sizeof shape, "%dx%dx%d", l->out.c, l->out.h,
                  l->out.w);
         human(l->flops, "", flops, sizeof flops);
-        bytes((double)net->batch * cnn_shape_size(l->out) * sizeof(float),
+        cli_format_bytes((double)net->batch * cnn_shape_size(l->out) *
+                         sizeof(float),
               mem, sizeof mem);
         printf("%-3d %-18s %-15s %-12s %12zu %14s %12s\n", i + 1, l->name,
                l->kind->name, shape, n, flops, mem);
@@ -59,9 +49,9 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
 
     human(cnn_net_flops(net), "FLOP", flops, sizeof flops);
     /* Every buffer forward writes, nested stacks included. */
-    bytes((double)cnn_net_activation_bytes(net), mem, sizeof mem);
+    cli_format_bytes((double)cnn_net_activation_bytes(net), mem, sizeof mem);
     char pmem[32];
-    bytes((double)params * sizeof(float), pmem, sizeof pmem);
+    cli_format_bytes((double)params * sizeof(float), pmem, sizeof pmem);
     printf("\ntotal parameters:        %zu (%s), %zu trainable\n", params,
            pmem, params - frozen);
     printf("forward per example:     %s\n", flops);
