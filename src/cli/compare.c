@@ -94,7 +94,7 @@ static void fill_row(struct row *row, const struct cnn_run *r, bool csv)
     } else {
         cli_format_bytes((double)r->optimizer_state_bytes,
                          row->buf[COL_MEMORY],
-                    sizeof row->buf[COL_MEMORY]);
+                         sizeof row->buf[COL_MEMORY]);
         row->cell[COL_MEMORY] = row->buf[COL_MEMORY];
     }
 }
