@@ -22,12 +22,12 @@ ARGS=("$ROOT/configs/mlp.yaml" --set training.epochs=3
 
 start=$(date +%s.%N)
 "$BIN" "${ARGS[@]}" --out "$TMP/straight" || bad "the straight run"
-took=$(echo "$(date +%s.%N) - $start" | bc)
+took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 echo "# straight run: $took s"
 
 # Random moments within the run's length, from a fixed seed.
 RANDOM=7
-moment() { echo "scale=2; ($RANDOM % 90 + 5) / 100 * $took" | bc; }
+moment() { awk -v r=$((RANDOM % 90 + 5)) -v t="$took" 'BEGIN { printf "%.2f", r / 100 * t }'; }
 
 interrupt() {       # interrupt DIR SIGNAL
     local dir=$1 sig=$2 i rc
@@ -39,7 +39,7 @@ interrupt() {       # interrupt DIR SIGNAL
         kill "-$sig" "$pid" 2>/dev/null
         wait "$pid"
         rc=$?
-        local stop=$(echo "$(date +%s.%N) - $sent" | bc)
+        local stop=$(awk -v a="$sent" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
         if [ "$sig" = TERM ]; then
             if [ $rc -eq 75 ] || [ $rc -eq 0 ]; then
                 ok "SIGTERM $i: exit $rc after $stop s"
