@@ -135,17 +135,23 @@ enum cnn_status cnn_checkpoint_save(const char *path, struct cnn_net *net,
         meta[m] = (struct cnn_meta){fields[i].key, values[m]};
     }
     snprintf(values[m], 40, "%lld", optim->steps);
-    meta[m++] = (struct cnn_meta){"optim_steps", values[m - 1]};
+    meta[m] = (struct cnn_meta){"optim_steps", values[m]};
+    m++;
     snprintf(values[m], 40, "%s", optim->name);
-    meta[m++] = (struct cnn_meta){"optimizer", values[m - 1]};
+    meta[m] = (struct cnn_meta){"optimizer", values[m]};
+    m++;
     snprintf(values[m], 40, "%.17g", schedule->plateau_scale);
-    meta[m++] = (struct cnn_meta){"plateau_scale", values[m - 1]};
+    meta[m] = (struct cnn_meta){"plateau_scale", values[m]};
+    m++;
     snprintf(values[m], 40, "%.17g", schedule->plateau_best);
-    meta[m++] = (struct cnn_meta){"plateau_best", values[m - 1]};
+    meta[m] = (struct cnn_meta){"plateau_best", values[m]};
+    m++;
     snprintf(values[m], 40, "%lld", schedule->plateau_bad);
-    meta[m++] = (struct cnn_meta){"plateau_bad", values[m - 1]};
+    meta[m] = (struct cnn_meta){"plateau_bad", values[m]};
+    m++;
     snprintf(values[m], 40, "%d", rs->done);
-    meta[m++] = (struct cnn_meta){"done", values[m - 1]};
+    meta[m] = (struct cnn_meta){"done", values[m]};
+    m++;
     meta[m++] = (struct cnn_meta){"format", "pt"};
     meta[m++] = (struct cnn_meta){"producer", "cnn-train " CNN_VERSION};
     meta[m++] = (struct cnn_meta){"config", config_text ? config_text : ""};
@@ -154,8 +160,10 @@ enum cnn_status cnn_checkpoint_save(const char *path, struct cnn_net *net,
         keys[i] = meta[i].key;
         vals[i] = meta[i].value;
     }
-    snprintf(values[m], 40, "%08" PRIx32, cnn_checkpoint_checksum(t, n, keys, vals, m));
-    meta[m++] = (struct cnn_meta){"checksum", values[m - 1]};
+    snprintf(values[m], 40, "%08" PRIx32,
+             cnn_checkpoint_checksum(t, n, keys, vals, m));
+    meta[m] = (struct cnn_meta){"checksum", values[m]};
+    m++;
 
     st = cnn_safetensors_write(path, t, n, meta, m, err);
 out:

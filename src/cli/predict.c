@@ -114,6 +114,8 @@ static void classify(struct predictor *pr, const char *label,
         for (int j = 0; j < k && j < 1024; j++)
             if (!taken[j] && (best < 0 || z[j] > z[best]))
                 best = j;
+        if (best < 0)
+            break;
         taken[best] = true;
         char buf[32];
         printf("%s %s %.4f", t ? "," : "", class_name(pr, best, buf,
