@@ -948,14 +948,33 @@ static void emit_scalar(const struct cnn_node *n, FILE *out)
     }
     fputc('"', out);
     for (const unsigned char *p = (const unsigned char *)n->value; *p; p++) {
-        if (*p == '"' || *p == '\\')
+        /* Characters YAML will not read back as written: C0 and C1
+         * controls, DEL, the Unicode line breaks and the BOM. */
+        unsigned cp = 0;
+        int len = 0;
+        if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            cp = p[1];
+            len = 2;
+        } else if (p[0] == 0xe2 && p[1] == 0x80 &&
+                   (p[2] == 0xa8 || p[2] == 0xa9)) {
+            cp = 0x2000 + p[2] - 0x80;
+            len = 3;
+        } else if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
+            cp = 0xfeff;
+            len = 3;
+        }
+        if (len) {
+            fprintf(out, "\\u%04x", cp);
+            p += len - 1;
+        } else if (*p == '"' || *p == '\\') {
             fprintf(out, "\\%c", *p);
-        else if (*p == '\n')
+        } else if (*p == '\n') {
             fputs("\\n", out);
-        else if (*p < 0x20)
+        } else if (*p < 0x20 || *p == 0x7f) {
             fprintf(out, "\\x%02x", *p);
-        else
+        } else {
             fputc(*p, out);
+        }
     }
     fputc('"', out);
 }
@@ -1031,6 +1050,8 @@ static void collect_leaves(const struct cnn_node *n, struct leaves *l)
 
 static const char *leaf_text(const struct cnn_node *n)
 {
+    if (cnn_node_is_null(n))
+        return "null";          /* as cnn_config_emit writes it */
     if (n->kind == CNN_NODE_SCALAR)
         return n->value;
     return n->kind == CNN_NODE_MAP ? "{}" : "[]";

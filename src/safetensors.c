@@ -436,15 +436,21 @@ static enum cnn_status add_tensor(struct cnn_st_file *f, struct cnn_tensor *t,
                                   uint64_t data_len, struct cnn_error *err)
 {
     uint64_t count = 1;
-    for (int d = 0; d < t->ndim; d++)
-        count = t->dims[d] && count > UINT64_MAX / t->dims[d] ? 0
-                                                               : count * t->dims[d];
+    bool overflow = false;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->dims[d] && count > UINT64_MAX / t->dims[d])
+            overflow = true;
+        else
+            count *= t->dims[d];
+    }
     size_t esize = dtype_size(t->dtype);
     const char *why = NULL;
     if (cnn_st_find(f, t->name))
         why = "appears twice";
     else if (!esize)
         why = "has an unknown dtype";
+    else if (overflow || count > UINT64_MAX / esize)
+        why = "has a shape too large for any file";
     else if (off[1] < off[0] || off[1] > data_len ||
              off[1] - off[0] != count * esize)
         why = "has data offsets that do not fit its shape or the file";

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "cnn/checkpoint.h"
 #include "cnn/loss.h"
@@ -30,31 +29,7 @@ enum cnn_status cnn_config_input_shape(const struct cnn_config *cfg,
         *shape = (struct cnn_shape){cfg->input_c, cfg->input_h, cfg->input_w};
         return CNN_OK;
     }
-    /* Read just the IDX header of the training images. */
-    const char *path = cfg->data.train.images;
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "cannot open: %s",
-                            strerror(errno));
-    unsigned char h[20];
-    int got = gzread(f, h, sizeof h);
-    gzclose(f);
-    int ndim = got >= 4 ? h[3] : 0;
-    if (got < 4 + 4 * ndim || h[0] || h[1] || h[2] != 0x08 || ndim < 2 ||
-        ndim > 4)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "not an IDX file of "
-                            "unsigned bytes with 2 to 4 dimensions");
-    int d[4];
-    for (int i = 0; i < ndim; i++)
-        d[i] = h[4 + 4 * i] << 24 | h[5 + 4 * i] << 16 | h[6 + 4 * i] << 8 |
-               h[7 + 4 * i];
-    if (ndim == 2)
-        *shape = (struct cnn_shape){d[1], 1, 1};
-    else if (ndim == 3)
-        *shape = (struct cnn_shape){1, d[1], d[2]};
-    else
-        *shape = (struct cnn_shape){d[1], d[2], d[3]};
-    return CNN_OK;
+    return cnn_idx_peek_shape(cfg->data.train.images, shape, err);
 }
 
 static bool same_shape(struct cnn_shape a, struct cnn_shape b)

@@ -25,6 +25,10 @@ enum cnn_status cnn_idx_load(struct cnn_dataset *ds, const char *images,
                              const char *labels, long long limit,
                              struct cnn_error *err);
 
+/* The example shape of an IDX image file from its header alone. */
+enum cnn_status cnn_idx_peek_shape(const char *path, struct cnn_shape *shape,
+                                   struct cnn_error *err);
+
 /* Reads only an IDX image file (labels all 0), for prediction. */
 enum cnn_status cnn_idx_load_images(struct cnn_dataset *ds, const char *path,
                                     struct cnn_error *err);

@@ -50,15 +50,12 @@ static enum cnn_status read_exact(gzFile f, const char *path, void *buf,
     return CNN_OK;
 }
 
-static enum cnn_status idx_read(struct idx *idx, const char *path,
-                                struct cnn_error *err)
+/* The magic number and dimensions, checked: ubyte data, 1 to 4
+ * dimensions, each in range. */
+static enum cnn_status read_header(gzFile f, const char *path,
+                                   struct idx *idx, double *bytes,
+                                   struct cnn_error *err)
 {
-    memset(idx, 0, sizeof *idx);
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return cnn_error_at(err, CNN_ERR_DATA, path, "cannot open: %s",
-                            errno ? strerror(errno) : "zlib error");
-
     uint8_t magic[4];
     enum cnn_status st = read_exact(f, path, magic, 4, "the header", err);
     if (st == CNN_OK && (magic[0] != 0 || magic[1] != 0 || magic[3] < 1 ||
@@ -70,19 +67,34 @@ static enum cnn_status idx_read(struct idx *idx, const char *path,
         st = cnn_error_at(err, CNN_ERR_DATA, path, "IDX type 0x%02x is not "
                           "supported; only unsigned bytes (0x08)", magic[2]);
 
-    double bytes = 1.0;
+    *bytes = 1.0;
     idx->ndim = magic[3];
     for (int i = 0; st == CNN_OK && i < idx->ndim; i++) {
         uint8_t b[4];
         st = read_exact(f, path, b, 4, "the header", err);
         if (st != CNN_OK)
             break;
-        idx->dims[i] = (long long)b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3];
+        idx->dims[i] = (long long)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+                                   (uint32_t)b[2] << 8 | b[3]);
         if (idx->dims[i] < 1 || idx->dims[i] > (i == 0 ? (1 << 30) : MAX_DIM))
             st = cnn_error_at(err, CNN_ERR_DATA, path, "dimension %d is %lld: "
                               "out of range", i, idx->dims[i]);
-        bytes *= (double)idx->dims[i];
+        *bytes *= (double)idx->dims[i];
     }
+    return st;
+}
+
+static enum cnn_status idx_read(struct idx *idx, const char *path,
+                                struct cnn_error *err)
+{
+    memset(idx, 0, sizeof *idx);
+    gzFile f = gzopen(path, "rb");
+    if (!f)
+        return cnn_error_at(err, CNN_ERR_DATA, path, "cannot open: %s",
+                            errno ? strerror(errno) : "zlib error");
+
+    double bytes;
+    enum cnn_status st = read_header(f, path, idx, &bytes, err);
     if (st == CNN_OK && bytes > MAX_BYTES)
         st = cnn_error_at(err, CNN_ERR_DATA, path, "header promises %.3g "
                           "bytes: too large", bytes);
@@ -167,6 +179,25 @@ enum cnn_status cnn_idx_load(struct cnn_dataset *ds, const char *images,
     }
     free(lb.data);
     return CNN_OK;
+}
+
+enum cnn_status cnn_idx_peek_shape(const char *path, struct cnn_shape *shape,
+                                   struct cnn_error *err)
+{
+    struct idx idx = {0};
+    double bytes;
+    gzFile f = gzopen(path, "rb");
+    if (!f)
+        return cnn_error_at(err, CNN_ERR_DATA, path, "cannot open: %s",
+                            errno ? strerror(errno) : "zlib error");
+    enum cnn_status st = read_header(f, path, &idx, &bytes, err);
+    gzclose(f);
+    if (st == CNN_OK && idx.ndim < 2)
+        st = cnn_error_at(err, CNN_ERR_DATA, path, "an image file has 2 to 4 "
+                          "dimensions, this one has %d", idx.ndim);
+    if (st == CNN_OK)
+        *shape = shape_of(&idx);
+    return st;
 }
 
 enum cnn_status cnn_idx_load_images(struct cnn_dataset *ds, const char *path,
