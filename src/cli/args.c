@@ -121,21 +121,8 @@ int cli_parse(int argc, char **argv, const char *command,
         case OPT_RESUME:
             opts->resume = true;
             break;
-        case 'h':
-            cli_usage(stdout);
-            return 0;
-        case 'V':
-            printf("cnn-train %s\n", CNN_VERSION);
-            return 0;
         default:
-            if (optopt)
-                fprintf(stderr, "cnn-train %s: option -%c needs care: "
-                        "unknown or missing its value\n", command, optopt);
-            else
-                fprintf(stderr, "cnn-train %s: unknown option or missing "
-                        "value: '%s'\n", command, argv[optind - 1]);
-            fprintf(stderr, "try 'cnn-train --help'\n");
-            return 2;
+            return cli_other_option(c, command, argv);
         }
     }
     if (optind >= argc) {
@@ -211,4 +198,20 @@ void cli_format_bytes(double v, char *buf, size_t cap)
         i++;
     }
     snprintf(buf, cap, i ? "%.1f %s" : "%.0f %s", v, unit[i]);
+}
+
+int cli_other_option(int c, const char *command, char **argv)
+{
+    if (c == 'h') {
+        cli_usage(stdout);
+        return 0;
+    }
+    if (c == 'V') {
+        printf("cnn-train %s\n", CNN_VERSION);
+        return 0;
+    }
+    fprintf(stderr, "cnn-train %s: unknown option or missing value: '%s'\n",
+            command, argv[optind - 1]);
+    fprintf(stderr, "try 'cnn-train --help'\n");
+    return 2;
 }

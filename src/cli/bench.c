@@ -50,13 +50,14 @@ static int parse(int argc, char **argv, struct bench_opts *o)
         {"json", no_argument, NULL, OPT_JSON},
         {"layers", no_argument, NULL, OPT_LAYERS},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     *o = (struct bench_opts){.steps = 30, .warmup = 3, .repeats = 3};
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         long long *num = NULL, lo = 1;
         switch (c) {
         case OPT_SET:
@@ -71,13 +72,8 @@ static int parse(int argc, char **argv, struct bench_opts *o)
         case OPT_THREADS: num = &o->threads; break;
         case OPT_JSON: o->json = true; continue;
         case OPT_LAYERS: o->layers = true; continue;
-        case 'h':
-            cli_usage(stdout);
-            return 0;
         default:
-            fprintf(stderr, "cnn-train bench: unknown option or missing "
-                    "value: '%s'\n", argv[optind - 1]);
-            return 2;
+            return cli_other_option(c, "bench", argv);
         }
         char *end;
         errno = 0;

@@ -42,6 +42,11 @@ int cli_report(const struct cnn_error *err);
 
 void cli_usage(FILE *out);
 
+/* The end of every subcommand's option switch: -h/--help and
+ * -V/--version answer and stop (0); anything else is an unknown option
+ * or a missing value (2). Returns the exit code. */
+int cli_other_option(int c, const char *command, char **argv);
+
 /* "1.8 MiB": bytes in binary units, for tables. */
 void cli_format_bytes(double bytes, char *buf, size_t cap);
 

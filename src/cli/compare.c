@@ -16,7 +16,6 @@
 
 #include "cli.h"
 #include "cnn/runs.h"
-#include "cnn_version.h"
 
 enum column {
     COL_RUN,
@@ -184,17 +183,8 @@ static int parse(int argc, char **argv, bool *csv)
         case OPT_CSV:
             *csv = true;
             break;
-        case 'h':
-            cli_usage(stdout);
-            return 0;
-        case 'V':
-            printf("cnn-train %s\n", CNN_VERSION);
-            return 0;
         default:
-            fprintf(stderr, "cnn-train compare: unknown option: '%s'\n",
-                    argv[optind - 1]);
-            fprintf(stderr, "try 'cnn-train --help'\n");
-            return 2;
+            return cli_other_option(c, "compare", argv);
         }
     }
     if (optind >= argc) {

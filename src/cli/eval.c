@@ -34,13 +34,14 @@ static int parse(int argc, char **argv, struct eval_opts *o)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"csv", no_argument, NULL, OPT_CSV},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         char *end;
         switch (c) {
         case OPT_CONFIG:
@@ -63,13 +64,8 @@ static int parse(int argc, char **argv, struct eval_opts *o)
         case OPT_CSV:
             o->csv = true;
             break;
-        case 'h':
-            cli_usage(stdout);
-            return 0;
         default:
-            fprintf(stderr, "cnn-train eval: unknown option or missing "
-                    "value: '%s'\n", argv[optind - 1]);
-            return 2;
+            return cli_other_option(c, "eval", argv);
         }
     }
     if (optind + 1 != argc) {

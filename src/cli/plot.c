@@ -12,7 +12,6 @@
 #include "cli.h"
 #include "cnn/runs.h"
 #include "cnn/safetensors.h"
-#include "cnn_version.h"
 
 /* Returns -1 to go on, or the exit code to stop with. */
 static int parse(int argc, char **argv, const char **output)
@@ -33,17 +32,8 @@ static int parse(int argc, char **argv, const char **output)
         case 'o':
             *output = optarg;
             break;
-        case 'h':
-            cli_usage(stdout);
-            return 0;
-        case 'V':
-            printf("cnn-train %s\n", CNN_VERSION);
-            return 0;
         default:
-            fprintf(stderr, "cnn-train plot: unknown option or missing "
-                    "value: '%s'\n", argv[optind - 1]);
-            fprintf(stderr, "try 'cnn-train --help'\n");
-            return 2;
+            return cli_other_option(c, "plot", argv);
         }
     }
     if (!*output || !**output) {

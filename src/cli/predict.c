@@ -168,23 +168,22 @@ int cli_predict(int argc, char **argv)
     static const struct option longopts[] = {
         {"top", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     struct predictor pr = {.top = 3};
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         char *end;
-        if (c == 'h') {
-            cli_usage(stdout);
-            return 0;
-        }
+        if (c != 't')
+            return cli_other_option(c, "predict", argv);
         errno = 0;
-        long v = c == 't' ? strtol(optarg, &end, 10) : 0;
-        if (c != 't' || errno || *end || v < 1 || v > 1000) {
-            fprintf(stderr, "cnn-train predict: bad option '%s'\n",
-                    argv[optind - 1]);
+        long v = strtol(optarg, &end, 10);
+        if (errno || *end || end == optarg || v < 1 || v > 1000) {
+            fprintf(stderr, "cnn-train predict: --top: expected 1 to 1000, "
+                    "got '%s'\n", optarg);
             return 2;
         }
         pr.top = (int)v;
