@@ -44,6 +44,7 @@ static const struct field fields[] = {
     DBL(test_acc), DBL(best_test_acc), LL(best_test_epoch),
     DBL(best_metric), LL(stale_epochs), LL(skipped_steps), LL(rollbacks),
     DBL(lr_factor), LL(metrics_bytes), DBL(last_lr), DBL(stop_best),
+    LL(grad_stats_bytes),
 };
 
 enum { N_FIELDS = sizeof fields / sizeof fields[0], N_EXTRA = 10 };
@@ -224,7 +225,8 @@ static enum cnn_status read_state(const struct cnn_st_file *f,
         /* Keys added after the first checkpoints keep their defaults
          * when absent, so older checkpoints still resume. */
         bool newer = strcmp(fields[i].key, "last_lr") == 0 ||
-                     strcmp(fields[i].key, "stop_best") == 0;
+                     strcmp(fields[i].key, "stop_best") == 0 ||
+                     strcmp(fields[i].key, "grad_stats_bytes") == 0;
         if (newer && !cnn_st_meta(f, fields[i].key))
             continue;
         enum cnn_status st = fields[i].kind == F_LL

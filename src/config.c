@@ -521,21 +521,17 @@ enum cnn_status cnn_config_set(struct cnn_config *cfg, const char *assignment,
 
 /* --- resolving into typed sections -------------------------------------- */
 
-static enum cnn_status read_path(struct cnn_config *cfg, struct cnn_node *map,
-                                 const char *key, const char *dir, char **out,
-                                 struct cnn_error *err)
+/* The path in scalar node n, resolved: paths from the file against its
+ * directory, paths typed in a --set against the current directory (like
+ * any argument), and under data.dir against that directory. */
+static enum cnn_status resolve_path(struct cnn_config *cfg, struct cnn_node *n,
+                                    const char *dir, char **out,
+                                    struct cnn_error *err)
 {
-    const char *s = NULL;
-    if (cnn_read_string(map, key, NULL, &s, err) != CNN_OK)
-        return CNN_ERR_CONFIG;
-    if (!s) {
-        *out = NULL;
-        return CNN_OK;
-    }
-    struct cnn_node *n = cnn_node_get(map, key);
-    /* Paths from the file resolve against its directory; paths typed in
-     * a --set resolve against the current directory, like any argument.
-     * Under data.dir, file names resolve against that directory. */
+    if (n->kind != CNN_NODE_SCALAR || cnn_node_is_null(n) || !*n->value)
+        return cnn_node_error(err, n, "expected a non-empty string: a file "
+                              "name");
+    const char *s = n->value;
     char cwd[4096];
     const char *base = dir;
     if (!base)
@@ -561,6 +557,23 @@ static enum cnn_status read_path(struct cnn_config *cfg, struct cnn_node *map,
     return CNN_OK;
 }
 
+static enum cnn_status read_path(struct cnn_config *cfg, struct cnn_node *map,
+                                 const char *key, const char *dir, char **out,
+                                 struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(map, key);
+    *out = NULL;
+    return n && !cnn_node_is_null(n) ? resolve_path(cfg, n, dir, out, err)
+                                     : CNN_OK;
+}
+
+bool cnn_split_given(const struct cnn_split_config *s)
+{
+    return s->images || s->n_files > 0;
+}
+
+/* A split's files: images + labels (idx), file [+ targets] (csv), files
+ * (cifar10: one or a list), root (folder). */
 static enum cnn_status read_split(struct cnn_config *cfg, struct cnn_node *data,
                                   const char *key, const char *dir,
                                   struct cnn_split_config *split,
@@ -569,12 +582,57 @@ static enum cnn_status read_split(struct cnn_config *cfg, struct cnn_node *data,
     struct cnn_node *n = cnn_node_get(data, key);
     if (!n || cnn_node_is_null(n))
         return CNN_OK;
-    if (cnn_node_expect_map(n, err) != CNN_OK ||
-        read_path(cfg, n, "images", dir, &split->images, err) != CNN_OK ||
-        read_path(cfg, n, "labels", dir, &split->labels, err) != CNN_OK)
+    if (cnn_node_expect_map(n, err) != CNN_OK)
         return CNN_ERR_CONFIG;
-    if (!split->images || !split->labels)
-        return cnn_node_error(err, n, "needs both 'images' and 'labels'");
+
+    switch (cfg->data.format) {
+    case CNN_FORMAT_IDX:
+        if (read_path(cfg, n, "images", dir, &split->images, err) != CNN_OK ||
+            read_path(cfg, n, "labels", dir, &split->labels, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        if (!split->images || !split->labels)
+            return cnn_node_error(err, n, "needs both 'images' and 'labels'");
+        break;
+    case CNN_FORMAT_CSV:
+        if (read_path(cfg, n, "file", dir, &split->files[0], err) != CNN_OK ||
+            read_path(cfg, n, "targets", dir, &split->targets, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        if (!split->files[0])
+            return cnn_node_error(err, n, "needs 'file' (and 'targets' when "
+                                  "the targets are in a second file)");
+        split->n_files = 1;
+        break;
+    case CNN_FORMAT_FOLDER:
+        if (read_path(cfg, n, "root", dir, &split->files[0], err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        if (!split->files[0])
+            return cnn_node_error(err, n, "needs 'root', the folder holding "
+                                  "one folder of images per class");
+        split->n_files = 1;
+        break;
+    case CNN_FORMAT_CIFAR10: {
+        struct cnn_node *f = cnn_node_get(n, "files");
+        if (!f)
+            return cnn_node_error(err, n, "needs 'files': a batch file or a "
+                                  "list of them");
+        if (f->kind == CNN_NODE_SCALAR) {
+            split->n_files = 1;
+            if (resolve_path(cfg, f, dir, &split->files[0], err) != CNN_OK)
+                return CNN_ERR_CONFIG;
+            break;
+        }
+        if (f->kind != CNN_NODE_SEQ || f->n_items < 1 ||
+            f->n_items > CNN_MAX_FILES)
+            return cnn_node_error(err, f, "expected a file or a list of 1 to "
+                                  "%d files", CNN_MAX_FILES);
+        for (int i = 0; i < f->n_items; i++) {
+            split->n_files = i + 1;
+            if (resolve_path(cfg, f->items[i], dir, &split->files[i], err))
+                return CNN_ERR_CONFIG;
+        }
+        break;
+    }
+    }
     return cnn_node_check_unused(n, err);
 }
 
@@ -607,6 +665,127 @@ static enum cnn_status read_float_list(struct cnn_node *map, const char *key,
     return CNN_OK;
 }
 
+/* One column selector: 3, -1, "price", or "0:64" (end exclusive; either
+ * end may be left out, negative ends count from the last column). */
+static enum cnn_status read_column(struct cnn_node *n, struct cnn_column *c,
+                                   struct cnn_error *err)
+{
+    *c = (struct cnn_column){0};
+    if (n->kind != CNN_NODE_SCALAR || cnn_node_is_null(n))
+        return cnn_node_error(err, n, "expected a column: an index, a header "
+                              "name or a range such as \"0:64\"");
+    const char *v = n->value;
+    char *end;
+    const char *colon = strchr(v, ':');
+    if (!n->quoted && !colon) {
+        long long i = strtoll(v, &end, 10);
+        if (end != v && *end == '\0') {
+            c->from = i;
+            c->to = i == -1 ? 0 : i + 1;
+            return CNN_OK;
+        }
+    }
+    if (colon) {
+        long long from = 0, to = 0;
+        bool ok = true;
+        if (colon > v) {
+            from = strtoll(v, &end, 10);
+            ok = end == colon;
+        }
+        if (ok && colon[1]) {
+            to = strtoll(colon + 1, &end, 10);
+            ok = *end == '\0';
+        }
+        if (ok) {
+            c->from = from;
+            c->to = to;
+            return CNN_OK;
+        }
+    }
+    c->name = v;
+    return CNN_OK;
+}
+
+static enum cnn_status read_columns(struct cnn_node *map, const char *key,
+                                    struct cnn_column *cols, int *count,
+                                    struct cnn_error *err)
+{
+    struct cnn_node *n = cnn_node_get(map, key);
+    *count = 0;
+    if (!n || cnn_node_is_null(n))
+        return CNN_OK;
+    if (n->kind == CNN_NODE_SCALAR) {
+        *count = 1;
+        return read_column(n, &cols[0], err);
+    }
+    if (n->kind != CNN_NODE_SEQ || n->n_items > CNN_MAX_COLUMNS)
+        return cnn_node_error(err, n, "expected a column or a list of up to "
+                              "%d columns", CNN_MAX_COLUMNS);
+    for (int i = 0; i < n->n_items; i++)
+        if (read_column(n->items[i], &cols[i], err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+    *count = n->n_items;
+    return CNN_OK;
+}
+
+/* data.csv: how rows become features and targets. */
+static enum cnn_status resolve_csv(struct cnn_node *data,
+                                   struct cnn_data_config *d,
+                                   struct cnn_error *err)
+{
+    struct cnn_csv_config *c = &d->csv;
+    struct cnn_node *n = cnn_node_get(data, "csv");
+    c->header = -1;
+    c->target[0] = (struct cnn_column){.from = -1, .to = 0};
+    c->n_target = d->train.targets ? 0 : 1;    /* a second file: all */
+    if (!n || cnn_node_is_null(n))
+        return CNN_OK;
+    if (d->format != CNN_FORMAT_CSV)
+        return cnn_node_error(err, n, "is for data.format: csv");
+    if (cnn_node_expect_map(n, err) != CNN_OK)
+        return CNN_ERR_CONFIG;
+
+    static const char *const delims[] = {"auto", "comma", "semicolon", "tab",
+                                         "whitespace", ",", ";", NULL};
+    static const char chars[] = {0, ',', ';', '\t', ' ', ',', ';'};
+    int delim, n_target;
+    struct cnn_node *h = cnn_node_get(n, "header");
+    if (h && h->kind == CNN_NODE_SCALAR && strcmp(h->value, "auto") == 0) {
+        c->header = -1;
+    } else if (h) {
+        bool b;
+        if (cnn_read_bool(n, "header", false, &b, err) != CNN_OK)
+            return CNN_ERR_CONFIG;
+        c->header = b;
+    }
+    if (cnn_read_choice(n, "delimiter", delims, 0, &delim, err) ||
+        cnn_read_int(n, "skip_rows", 0, 0, 1 << 30, &c->skip_rows, err) ||
+        read_columns(n, "target", c->target, &n_target, err) ||
+        read_columns(n, "features", c->features, &c->n_features, err))
+        return CNN_ERR_CONFIG;
+    c->delimiter = chars[delim];
+    if (n_target > 0 && d->train.targets)
+        return cnn_node_error(err, cnn_node_get(n, "target"), "the targets "
+                              "come from data.train.targets; no target "
+                              "column is read from the features file");
+    if (n_target > 0)
+        c->n_target = n_target;
+
+    struct cnn_node *shape = cnn_node_get(n, "shape");
+    if (shape) {
+        if (shape->kind != CNN_NODE_SEQ || shape->n_items != 3)
+            return cnn_node_error(err, shape, "expected [channels, height, "
+                                  "width], e.g. [1, 8, 8]");
+        for (int i = 0; i < 3; i++) {
+            long long v;
+            if (cnn_node_int(shape->items[i], 1, 1 << 16, &v, err) != CNN_OK)
+                return CNN_ERR_CONFIG;
+            c->shape[i] = (int)v;
+        }
+    }
+    return cnn_node_check_unused(n, err);
+}
+
 static enum cnn_status resolve_data(struct cnn_config *cfg,
                                     struct cnn_error *err)
 {
@@ -617,10 +796,20 @@ static enum cnn_status resolve_data(struct cnn_config *cfg,
     if (cnn_node_expect_map(data, err) != CNN_OK)
         return CNN_ERR_CONFIG;
 
-    static const char *const formats[] = {"idx", NULL};
-    int format;
+    static const char *const formats[] = {
+        [CNN_FORMAT_IDX] = "idx", [CNN_FORMAT_CSV] = "csv",
+        [CNN_FORMAT_CIFAR10] = "cifar10", [CNN_FORMAT_FOLDER] = "folder", NULL};
+    static const char *const tasks[] = {
+        [CNN_TASK_CLASSIFY] = "classification",
+        [CNN_TASK_REGRESS] = "regression", NULL};
+    int format, task;
     char *dir = NULL;
-    enum cnn_status st = cnn_read_choice(data, "format", formats, 0, &format, err);
+    enum cnn_status st = cnn_read_choice(data, "format", formats, 0, &format,
+                                         err);
+    if (st == CNN_OK)
+        st = cnn_read_choice(data, "task", tasks, 0, &task, err);
+    d->format = (enum cnn_data_format)format;
+    d->task = (enum cnn_task)task;
     if (st == CNN_OK)
         st = read_path(cfg, data, "dir", NULL, &dir, err);
     if (st == CNN_OK)
@@ -628,11 +817,37 @@ static enum cnn_status resolve_data(struct cnn_config *cfg,
     if (st == CNN_OK)
         st = read_split(cfg, data, "test", dir, &d->test, err);
     free(dir);
+    if (st == CNN_OK)
+        st = resolve_csv(data, d, err);
     if (st != CNN_OK)
         return st;
-    if (!d->train.images)
-        return cnn_node_error(err, data, "missing 'train: {images: ..., "
-                              "labels: ...}'");
+    if (!cnn_split_given(&d->train)) {
+        static const char *const needs[] = {
+            [CNN_FORMAT_IDX] = "train: {images: ..., labels: ...}",
+            [CNN_FORMAT_CSV] = "train: {file: ...}",
+            [CNN_FORMAT_CIFAR10] = "train: {files: [...]}",
+            [CNN_FORMAT_FOLDER] = "train: {root: ...}"};
+        return cnn_node_error(err, data, "missing '%s'", needs[d->format]);
+    }
+    if (d->task == CNN_TASK_REGRESS && d->format != CNN_FORMAT_CSV)
+        return cnn_node_error(err, cnn_node_get(data, "task"), "regression "
+                              "targets are read from CSV files only "
+                              "(format: csv)");
+
+    if (cnn_read_float(data, "val_split", 0.0, 0.0, 0.9, &d->val_split,
+                       err) ||
+        cnn_read_float(data, "test_split", 0.0, 0.0, 0.9, &d->test_split,
+                       err) ||
+        cnn_read_bool(data, "standardize", false, &d->standardize, err))
+        return CNN_ERR_CONFIG;
+    if (d->test_split > 0 && cnn_split_given(&d->test))
+        return cnn_node_error(err, cnn_node_get(data, "test_split"), "holds "
+                              "out a test split, but data.test names one "
+                              "already; keep one of the two");
+    if (d->val_split + d->test_split > 0.9)
+        return cnn_node_error(err, cnn_node_get(data, "val_split"), "%g + "
+                              "test_split %g hold out more than 90%% of the "
+                              "training data", d->val_split, d->test_split);
 
     struct cnn_node *norm = cnn_node_get(data, "normalize");
     if (norm && norm->kind == CNN_NODE_SCALAR && !norm->quoted &&
@@ -824,8 +1039,19 @@ static const char *const metric_names[] = {
     [CNN_METRIC_TEST_LOSS] = "test_loss",
     [CNN_METRIC_TEST_ACC] = "test_acc",
     [CNN_METRIC_TRAIN_LOSS] = "train_loss",
+    "val_loss", "val_acc",  /* the same two: held-out metrics follow the
+                               validation split whenever there is one */
     NULL,
 };
+
+static enum cnn_metric metric_of(int index)
+{
+    if (index == CNN_METRIC_TRAIN_LOSS + 1)
+        return CNN_METRIC_TEST_LOSS;
+    if (index == CNN_METRIC_TRAIN_LOSS + 2)
+        return CNN_METRIC_TEST_ACC;
+    return (enum cnn_metric)index;
+}
 
 static enum cnn_status read_early_stopping(struct cnn_training_config *t,
                                            struct cnn_node *n,
@@ -842,7 +1068,7 @@ static enum cnn_status read_early_stopping(struct cnn_training_config *t,
         cnn_read_int(es, "patience", 5, 0, 1 << 20, &t->patience, err) ||
         cnn_read_float(es, "min_delta", 0.0, 0.0, 1e9, &t->min_delta, err))
         return CNN_ERR_CONFIG;
-    t->stop_metric = (enum cnn_metric)metric;
+    t->stop_metric = metric_of(metric);
     return cnn_node_check_unused(es, err);
 }
 
@@ -863,7 +1089,8 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
         cnn_read_int(n, "log_every", 50, 1, 1LL << 30, &t->log_every, err) ||
         cnn_read_int(n, "threads", 0, 0, 1024, &t->threads, err) ||
         cnn_read_int(n, "accumulate", 1, 1, 1 << 20, &t->accumulate, err) ||
-        cnn_read_choice(n, "loss", losses, 0, &loss, err) ||
+        cnn_read_choice(n, "loss", losses, cfg->data.task == CNN_TASK_REGRESS,
+                        &loss, err) ||
         cnn_read_int(n, "checkpoint_every", 500, 0, 1LL << 40,
                      &t->checkpoint_every, err) ||
         cnn_read_int(n, "keep_checkpoints", 2, 1, 1000, &t->keep_checkpoints,
@@ -875,11 +1102,21 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
                      err) ||
         cnn_read_choice(n, "best_metric", metric_names, CNN_METRIC_TEST_ACC,
                         &best, err) ||
-        read_early_stopping(t, n, err))
+        read_early_stopping(t, n, err) ||
+        cnn_read_int(n, "log_grad_stats", 0, 0, 1LL << 40, &t->log_grad_stats,
+                     err) ||
+        cnn_read_float(n, "vanishing_ratio", 1e-4, 0.0, 1.0,
+                       &t->vanishing_ratio, err) ||
+        cnn_read_float(n, "exploding_ratio", 1e4, 0.0, 1e30,
+                       &t->exploding_ratio, err))
         return CNN_ERR_CONFIG;
     t->loss = (enum cnn_loss_kind)loss;
     t->on_nan = (enum cnn_on_nan)nan_rule;
-    t->best_metric = (enum cnn_metric)best;
+    t->best_metric = metric_of(best);
+    if (cfg->data.task == CNN_TASK_REGRESS && loss != CNN_LOSS_MSE)
+        return cnn_node_error(err, cnn_node_get(n, "loss"), "cross_entropy "
+                              "needs class labels, but data.task is "
+                              "regression; use loss: mse");
     return cnn_node_check_unused(n, err);
 }
 
@@ -903,13 +1140,16 @@ enum cnn_status cnn_config_resolve(struct cnn_config *cfg,
         st = resolve_training(cfg, err);
     struct cnn_training_config *t = &cfg->training;
     if (st == CNN_OK && t->early_stopping &&
-        t->stop_metric != CNN_METRIC_TRAIN_LOSS && !cfg->data.test.images) {
+        t->stop_metric != CNN_METRIC_TRAIN_LOSS &&
+        !cnn_split_given(&cfg->data.test) && cfg->data.val_split == 0 &&
+        cfg->data.test_split == 0) {
         struct cnn_node *tr = cnn_node_get(cfg->root, "training");
         struct cnn_node *es = cnn_node_get(tr, "early_stopping");
         struct cnn_node *m = cnn_node_get(es, "metric");
         st = cnn_node_error(err, m ? m : es, "follows a test metric, but "
                             "data has no test split");
-        cnn_error_hint(err, "use metric: train_loss, or add data.test");
+        cnn_error_hint(err, "use metric: train_loss, or add data.test or "
+                       "data.val_split");
     }
 
     /* Top-level keys starting "x-" hold YAML anchors for reuse (blocks
@@ -1097,6 +1337,12 @@ void cnn_config_free(struct cnn_config *cfg)
     free(cfg->origins);
     free(cfg->path);
     free(cfg->dir);
+    for (int i = 0; i < CNN_MAX_FILES; i++) {
+        free(cfg->data.train.files[i]);
+        free(cfg->data.test.files[i]);
+    }
+    free(cfg->data.train.targets);
+    free(cfg->data.test.targets);
     free(cfg->data.train.images);
     free(cfg->data.train.labels);
     free(cfg->data.test.images);

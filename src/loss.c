@@ -65,3 +65,16 @@ double cnn_loss(enum cnn_loss_kind kind, const float *out, const int *labels,
     }
     return total / n;
 }
+
+double cnn_loss_mse(const float *out, const float *targets, int n, int k,
+                    float *dout)
+{
+    double total = 0.0, scale = 2.0 / ((double)n * k);
+    for (size_t i = 0, N = (size_t)n * k; i < N; i++) {
+        double d = (double)out[i] - targets[i];
+        total += d * d;
+        if (dout)
+            dout[i] = (float)(d * scale);
+    }
+    return total / ((double)n * k);
+}

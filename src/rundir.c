@@ -158,6 +158,7 @@ void cnn_rundir_clear(const struct cnn_rundir *rd)
 {
     static const char *const files[] = {
         "best.safetensors", "model.safetensors", "run.json", "metrics.csv",
+        "grad_stats.csv",
     };
     char path[4200];
     cnn_rundir_prune(rd, 0);

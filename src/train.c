@@ -13,8 +13,10 @@
 #include <unistd.h>
 
 #include "cnn/checkpoint.h"
+#include "cnn/gradstats.h"
 #include "cnn/loss.h"
 #include "cnn/ops.h"
+#include "cnn/rng.h"
 #include "cnn/rundir.h"
 #include "cnn/safetensors.h"
 #include "cnn_version.h"
@@ -29,12 +31,18 @@ enum cnn_status cnn_config_input_shape(const struct cnn_config *cfg,
         *shape = (struct cnn_shape){cfg->input_c, cfg->input_h, cfg->input_w};
         return CNN_OK;
     }
-    return cnn_idx_peek_shape(cfg->data.train.images, shape, err);
+    return cnn_data_peek_shape(cfg, shape, err);
 }
 
 static bool same_shape(struct cnn_shape a, struct cnn_shape b)
 {
     return a.c == b.c && a.h == b.h && a.w == b.w;
+}
+
+/* The file a split is named by in messages. */
+static const char *split_file(const struct cnn_split_config *split)
+{
+    return split->images ? split->images : split->files[0];
 }
 
 static enum cnn_status check_fit(struct cnn_session *s, struct cnn_error *err)
@@ -43,38 +51,81 @@ static enum cnn_status check_fit(struct cnn_session *s, struct cnn_error *err)
     bool trained = s->train.n > 0;
     struct cnn_shape in = trained ? s->train.shape : s->test.shape;
     struct cnn_layer *last = &s->net.layers[s->net.n_layers - 1];
+    const char *train_file = split_file(&cfg->data.train);
+    const char *test_file = cnn_split_given(&cfg->data.test)
+                                ? split_file(&cfg->data.test) : train_file;
 
     if (cfg->input_c > 0 &&
         !same_shape(in, (struct cnn_shape){cfg->input_c, cfg->input_h,
                                            cfg->input_w}))
-        return cnn_error_at(err, CNN_ERR_DATA, trained ? cfg->data.train.images
-                                                       : cfg->data.test.images,
+        return cnn_error_at(err, CNN_ERR_DATA, trained ? train_file
+                                                       : test_file,
                             "examples are %dx%dx%d but model.input is "
                             "[%d, %d, %d]", in.c, in.h, in.w, cfg->input_c,
                             cfg->input_h, cfg->input_w);
     if (trained && s->test.n > 0 && !same_shape(in, s->test.shape))
-        return cnn_error_at(err, CNN_ERR_DATA, cfg->data.test.images,
+        return cnn_error_at(err, CNN_ERR_DATA, test_file,
                             "test examples are %dx%dx%d but training "
                             "examples are %dx%dx%d", s->test.shape.c,
                             s->test.shape.h, s->test.shape.w, in.c, in.h,
                             in.w);
     if (!cnn_shape_is_flat(s->net.out))
         return cnn_node_error(err, last->node, "the last layer, %s, outputs "
-                              "%dx%dx%d; a classifier ends in one value per "
-                              "class (e.g. '- dense: {units: 10}')",
-                              last->name, s->net.out.c, s->net.out.h,
-                              s->net.out.w);
+                              "%dx%dx%d; a %s ends in one value per %s "
+                              "(e.g. '- dense: {units: %d}')", last->name,
+                              s->net.out.c, s->net.out.h, s->net.out.w,
+                              s->regression ? "regression" : "classifier",
+                              s->regression ? "target" : "class",
+                              s->regression ? 1 : 10);
 
     s->n_classes = s->net.out.c;
-    const struct cnn_dataset *sets[2] = {&s->train, &s->test};
-    const char *files[2] = {cfg->data.train.labels, cfg->data.test.labels};
-    for (int i = 0; i < 2; i++)
-        if (sets[i]->n > 0 && sets[i]->n_classes > s->n_classes)
+    const struct cnn_dataset *sets[2] = {trained ? &s->train : &s->test,
+                                         &s->test};
+    const struct cnn_split_config *split[2] = {
+        trained ? &cfg->data.train : &cfg->data.test, &cfg->data.test};
+    const char *files[2] = {trained ? train_file : test_file, test_file};
+    for (int i = 0; i < 2; i++)     /* labels live in their own IDX file */
+        if (split[i]->labels)
+            files[i] = split[i]->labels;
+    for (int i = 0; i < 2; i++) {
+        const struct cnn_dataset *ds = sets[i];
+        if (ds->n == 0)
+            continue;
+        if (s->regression && ds->n_targets != s->n_classes)
+            return cnn_error_at(err, CNN_ERR_DATA, files[i], "has %d target "
+                                "column%s but the model's last layer, %s, "
+                                "outputs %d values", ds->n_targets,
+                                ds->n_targets == 1 ? "" : "s", last->name,
+                                s->n_classes);
+        if (!s->regression && ds->n_classes > s->n_classes)
             return cnn_error_at(err, CNN_ERR_DATA, files[i], "has labels up "
                                 "to %d but the model's last layer, %s, "
-                                "outputs %d values", sets[i]->n_classes - 1,
+                                "outputs %d values", ds->n_classes - 1,
                                 last->name, s->n_classes);
+    }
     return CNN_OK;
+}
+
+/* The training data and the splits held out of it: a test split when
+ * data.test_split asks (and no test file is given), then a validation
+ * split of what is left. Each is a pure function of the seed. */
+static enum cnn_status load_train(struct cnn_session *s, bool keep_train,
+                                  struct cnn_error *err)
+{
+    const struct cnn_data_config *d = &s->cfg->data;
+    enum cnn_status st = cnn_data_load(&s->train, s->cfg, &d->train, NULL,
+                                       d->limit_train, err);
+    if (st == CNN_OK && d->test_split > 0)
+        st = cnn_dataset_split(&s->train, d->test_split, s->cfg->seed,
+                               CNN_RNG_STREAM_TEST_SPLIT, &s->test, err);
+    if (st == CNN_OK && d->val_split > 0 && keep_train)
+        st = cnn_dataset_split(&s->train, d->val_split, s->cfg->seed,
+                               CNN_RNG_STREAM_VAL_SPLIT, &s->val, err);
+    if (st == CNN_OK && s->train.n == 0)
+        st = cnn_error_at(err, CNN_ERR_DATA, split_file(&d->train), "no "
+                          "training examples left after the held-out "
+                          "splits");
+    return st;
 }
 
 enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
@@ -82,13 +133,13 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
 {
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
+    s->regression = cfg->data.task == CNN_TASK_REGRESS;
     const struct cnn_data_config *d = &cfg->data;
 
-    enum cnn_status st = cnn_idx_load(&s->train, d->train.images,
-                                      d->train.labels, d->limit_train, err);
-    if (st == CNN_OK && d->test.images)
-        st = cnn_idx_load(&s->test, d->test.images, d->test.labels,
-                          d->limit_test, err);
+    enum cnn_status st = load_train(s, true, err);
+    if (st == CNN_OK && cnn_split_given(&d->test))
+        st = cnn_data_load(&s->test, cfg, &d->test, &s->train, d->limit_test,
+                           err);
     if (st == CNN_OK)
         st = cnn_norm_setup(&s->norm, d, &s->train, err);
     if (st == CNN_OK)
@@ -114,26 +165,39 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
 enum cnn_status cnn_session_open_eval(struct cnn_session *s,
                                       struct cnn_config *cfg,
                                       const struct cnn_norm *norm,
+                                      const struct cnn_dataset *classes,
                                       struct cnn_error *err)
 {
     memset(s, 0, sizeof *s);
     s->cfg = cfg;
+    s->regression = cfg->data.task == CNN_TASK_REGRESS;
+    s->norm = *norm;
     const struct cnn_data_config *d = &cfg->data;
-    if (!d->test.images)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "the config has no test "
-                             "split (data.test) to evaluate on");
-
-    enum cnn_status st = cnn_idx_load(&s->test, d->test.images,
-                                      d->test.labels, d->limit_test, err);
+    /* A held-out test split is read from the training data; a test file
+     * is read with the training class names, from the weights. */
+    enum cnn_status st = CNN_OK;
+    if (!cnn_split_given(&d->test) && d->test_split == 0)
+        st = cnn_error_set(err, CNN_ERR_CONFIG, "the config has no test "
+                           "split (data.test or data.test_split) to "
+                           "evaluate on");
+    else if (d->test_split > 0)
+        st = load_train(s, false, err);
+    else
+        st = cnn_data_load(&s->test, cfg, &d->test, classes, d->limit_test,
+                           err);
+    cnn_dataset_free(&s->train);
     if (st == CNN_OK && norm->c != s->test.shape.c)
-        st = cnn_error_at(err, CNN_ERR_DATA, d->test.images, "%d channels, "
-                          "but the weights were trained on %d",
+        st = cnn_error_at(err, CNN_ERR_DATA, split_file(&d->test), "%d "
+                          "channels, but the weights were trained on %d",
                           s->test.shape.c, norm->c);
-    if (st == CNN_OK) {
-        s->norm = *norm;
+    if (st == CNN_OK && norm->n_feat &&
+        (size_t)norm->n_feat != cnn_shape_size(s->test.shape))
+        st = cnn_error_set(err, CNN_ERR_DATA, "the test examples have %zu "
+                           "values, but the weights were standardized over "
+                           "%d", cnn_shape_size(s->test.shape), norm->n_feat);
+    if (st == CNN_OK)
         st = cnn_net_build(&s->net, cfg->model_layers, s->test.shape,
                            (int)cfg->training.batch_size, err);
-    }
     if (st == CNN_OK)
         st = check_fit(s, err);
     if (st != CNN_OK)
@@ -149,31 +213,92 @@ void cnn_session_close(struct cnn_session *s)
     cnn_net_free(&s->net);
     cnn_dataset_free(&s->train);
     cnn_dataset_free(&s->test);
+    cnn_dataset_free(&s->val);
+    cnn_norm_free(&s->norm);
     s->cfg = NULL;
 }
 
 /* --- evaluation ----------------------------------------------------------- */
 
+/* Squared and absolute errors in target units, summed per target, with
+ * the sums R² needs. */
+struct reg_sums {
+    double sq, abs;
+    double *t, *t2, *res;       /* per target: sum t, sum t^2, sum (y-t)^2 */
+};
+
+static void add_regression(struct reg_sums *r, const struct cnn_norm *norm,
+                           const float *out, const float *targets, int n,
+                           int k, float *y, float *t)
+{
+    for (int i = 0; i < n; i++) {
+        memcpy(y, out + (size_t)i * k, (size_t)k * sizeof *y);
+        memcpy(t, targets + (size_t)i * k, (size_t)k * sizeof *t);
+        cnn_norm_unscale_targets(norm, y, k);
+        cnn_norm_unscale_targets(norm, t, k);
+        for (int j = 0; j < k; j++) {
+            double d = (double)y[j] - t[j];
+            r->sq += d * d;
+            r->abs += fabs(d);
+            r->t[j] += t[j];
+            r->t2[j] += (double)t[j] * t[j];
+            r->res[j] += d * d;
+        }
+    }
+}
+
+/* MSE, RMSE, MAE over all targets; R² per target, averaged. */
+static struct cnn_regression_metrics regression_result(
+    const struct reg_sums *r, long long n, int k)
+{
+    struct cnn_regression_metrics m;
+    double count = (double)n * k;
+    m.mse = r->sq / count;
+    m.rmse = sqrt(m.mse);
+    m.mae = r->abs / count;
+    m.r2 = 0.0;
+    for (int j = 0; j < k; j++) {
+        double mean = r->t[j] / (double)n;
+        double total = r->t2[j] - (double)n * mean * mean;
+        m.r2 += total > 0 ? 1.0 - r->res[j] / total : NAN;
+    }
+    m.r2 /= k;
+    return m;
+}
+
 void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
-                  double *loss, double *acc, long long *confusion)
+                  struct cnn_eval *ev, long long *confusion)
 {
     struct cnn_loader ld;
-    int k = s->n_classes;
-    int *labels = malloc((size_t)s->net.batch * sizeof *labels);
-    if (!labels || cnn_loader_init(&ld, ds, &s->norm, s->net.batch, 0,
-                                   NULL) != CNN_OK) {
-        free(labels);
-        *loss = *acc = NAN;
+    int k = s->n_classes, batch = s->net.batch;
+    int *labels = malloc((size_t)batch * sizeof *labels);
+    float *targets = malloc((size_t)batch * k * sizeof *targets);
+    float *y = malloc((size_t)k * 2 * sizeof *y);
+    struct reg_sums r = {0};
+    r.t = calloc((size_t)k * 3, sizeof *r.t);
+    ev->loss = ev->acc = NAN;
+    ev->reg = (struct cnn_regression_metrics){NAN, NAN, NAN, NAN};
+    if (!labels || !targets || !y || !r.t ||
+        cnn_loader_init(&ld, ds, &s->norm, batch, 0, NULL) != CNN_OK) {
+        free(labels), free(targets), free(y), free(r.t);
         return;
     }
+    r.t2 = r.t + k;
+    r.res = r.t + 2 * k;
     if (confusion)
         memset(confusion, 0, (size_t)k * k * sizeof *confusion);
 
     double total = 0.0;
     long long correct = 0;
     int n;
-    while ((n = cnn_loader_next(&ld, cnn_net_input(&s->net), labels)) > 0) {
+    while ((n = cnn_loader_next(&ld, cnn_net_input(&s->net), labels,
+                                targets)) > 0) {
         const float *out = cnn_net_forward(&s->net, n, false);
+        if (s->regression) {
+            total += cnn_loss_mse(out, targets, n, k, NULL) * n;
+            add_regression(&r, &s->norm, out, targets, n, k, y, y + k);
+            continue;
+        }
         total += cnn_loss(s->cfg->training.loss, out, labels, n, k, NULL,
                           &correct) * n;
         for (int i = 0; confusion && i < n; i++) {
@@ -184,10 +309,13 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
             confusion[(size_t)labels[i] * k + best]++;
         }
     }
-    *loss = total / (double)ds->n;
-    *acc = (double)correct / (double)ds->n;
+    ev->loss = total / (double)ds->n;
+    if (s->regression)
+        ev->reg = regression_result(&r, ds->n, k);
+    else
+        ev->acc = (double)correct / (double)ds->n;
     cnn_loader_free(&ld);
-    free(labels);
+    free(labels), free(targets), free(y), free(r.t);
 }
 
 /* --- the loop's state ------------------------------------------------------ */
@@ -198,11 +326,15 @@ struct loop {
     struct cnn_log *log;
     struct cnn_rundir rd;
     FILE *metrics;
+    struct cnn_gradstats gs;        /* grad_stats.csv and its warnings */
     char *config_text;              /* the resolved config, emitted */
     struct cnn_loader loader;
     struct cnn_schedule schedule;
     struct cnn_run_state rs;        /* what checkpoints carry */
     int *labels;
+    float *targets;                 /* regression: [batch, outputs] */
+    struct cnn_eval val;            /* the last validation, if any */
+    struct cnn_regression_metrics test_reg;     /* the last test figures */
     long long total_steps, steps_per_epoch;
     double t0;                      /* this process's start */
     double seconds0;                /* rs.train_seconds at t0 */
@@ -232,7 +364,8 @@ static void log_interval(struct loop *L)
     r.skipped_steps = (double)rs->skipped_steps;
     if (rs->sum_examples > 0) {     /* else every step was skipped */
         r.train_loss = rs->sum_loss / (double)rs->sum_examples;
-        r.train_acc = (double)rs->sum_correct / (double)rs->sum_examples;
+        r.train_acc = L->s->regression ? NAN : (double)rs->sum_correct /
+                                               (double)rs->sum_examples;
         r.images_per_s = (double)rs->sum_examples / (now - L->interval_t0);
         r.grad_norm = rs->sum_norm / (double)rs->interval_steps;
         rs->final_train_loss = r.train_loss;
@@ -269,6 +402,9 @@ static enum cnn_status save_checkpoint(struct loop *L, struct cnn_error *err)
     char path[4200];
     fflush(L->metrics);
     L->rs.metrics_bytes = ftell(L->metrics);
+    long long grad_bytes = cnn_gradstats_bytes(&L->gs);
+    if (grad_bytes >= 0)    /* else it stays where the file was left */
+        L->rs.grad_stats_bytes = grad_bytes;
     L->rs.train_seconds = train_seconds(L);
     cnn_rundir_checkpoint_path(&L->rd, L->rs.step, path, sizeof path);
     enum cnn_status st = cnn_checkpoint_save(path, &L->s->net, &L->s->optim,
@@ -306,6 +442,16 @@ static enum cnn_status rewind_metrics(struct loop *L, struct cnn_error *err)
     return CNN_OK;
 }
 
+/* The same for grad_stats.csv (started afresh when the checkpoint knew
+ * none). */
+static enum cnn_status open_grad_stats(struct loop *L, struct cnn_error *err)
+{
+    char path[4200];
+    cnn_rundir_file(&L->rd, "grad_stats.csv", path, sizeof path);
+    return cnn_gradstats_open(&L->gs, path, L->rs.grad_stats_bytes, L->log,
+                              err);
+}
+
 static void print_difference(void *ctx, const char *path, const char *old,
                              const char *new_value)
 {
@@ -341,7 +487,8 @@ static enum cnn_status restore(struct loop *L, const char *path,
     L->seconds0 = L->rs.train_seconds;
     L->t0 = L->interval_t0 = cnn_now();
     L->reposition = true;
-    return rewind_metrics(L, err);
+    st = rewind_metrics(L, err);
+    return st == CNN_OK ? open_grad_stats(L, err) : st;
 }
 
 /* Going back to an older checkpoint abandons the newer ones: without
@@ -443,8 +590,10 @@ static void micro_batch(struct loop *L, int n, double *loss_sum,
     struct cnn_session *s = L->s;
     float *dout = s->net.dacts[s->net.n_layers];
     const float *out = cnn_net_forward(&s->net, n, true);
-    double loss = cnn_loss(tcfg(L)->loss, out, L->labels, n, s->n_classes,
-                           dout, correct);
+    double loss = s->regression
+        ? cnn_loss_mse(out, L->targets, n, s->n_classes, dout)
+        : cnn_loss(tcfg(L)->loss, out, L->labels, n, s->n_classes, dout,
+                   correct);
     *loss_sum += loss * n;
     if (!isfinite(loss))
         return;
@@ -468,7 +617,8 @@ static enum step_result train_step(struct loop *L, const char **where)
 
     cnn_net_zero_grad(&s->net);
     for (long long a = 0; a < tcfg(L)->accumulate; a++) {
-        int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels);
+        int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels,
+                                L->targets);
         if (n == 0)
             break;
         micro_batch(L, n, &loss_sum, &correct);
@@ -488,8 +638,12 @@ static enum step_result train_step(struct loop *L, const char **where)
                 s->net.grads[i] /= (float)total;
         rs->last_lr = cnn_schedule_lr(&L->schedule, rs->step, rs->epoch) *
                       rs->lr_factor;
+        cnn_gradstats_before(&L->gs, &s->net, rs->step + 1);
         norm = cnn_optim_step(&s->optim, s->net.params, s->net.grads,
                               (float)rs->last_lr);
+        if (isfinite(norm))
+            cnn_gradstats_after(&L->gs, &s->net, rs->step + 1, rs->epoch + 1,
+                                L->log);
     }
     rs->examples += total;
     if (!isfinite(norm)) {
@@ -554,51 +708,270 @@ static enum cnn_status on_nonfinite(struct loop *L, const char *where,
 
 /* --- epochs, evaluation and stopping rules --------------------------------------- */
 
-static double metric_value(const struct cnn_run_state *rs, enum cnn_metric m)
+/* The value a rule follows, lower being better: the held-out metrics
+ * come from the validation split when there is one, else the test split;
+ * regression has no accuracy and follows the loss. */
+static double metric_value(const struct loop *L, enum cnn_metric m)
 {
+    const struct cnn_run_state *rs = &L->rs;
+    bool val = L->s->val.n > 0;
+    if (m == CNN_METRIC_TEST_ACC && L->s->regression)
+        m = CNN_METRIC_TEST_LOSS;
     switch (m) {
     case CNN_METRIC_TEST_ACC:
-        return -rs->test_acc;           /* lower is better everywhere */
+        return -(val ? L->val.acc : rs->test_acc);
     case CNN_METRIC_TEST_LOSS:
-        return rs->test_loss;
+        return val ? L->val.loss : rs->test_loss;
     default:
         return rs->final_train_loss;
     }
 }
 
-/* Without a test split, best.safetensors follows the training loss. */
+/* Without a held-out split, best.safetensors follows the training loss. */
 static enum cnn_metric effective(const struct cnn_session *s,
                                  enum cnn_metric m)
 {
-    return s->test.n > 0 ? m : CNN_METRIC_TRAIN_LOSS;
+    return s->test.n > 0 || s->val.n > 0 ? m : CNN_METRIC_TRAIN_LOSS;
+}
+
+/* "v0,v1,..." of n floats, malloc'd; NULL when out of memory. */
+static char *float_list(const float *v, int n)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%.9g", i ? "," : "", v[i]);
+    return fclose(f) == 0 ? buf : (free(buf), NULL);
+}
+
+/* Class names joined by newlines (names hold none), malloc'd. */
+static char *name_list(char *const *names, int n)
+{
+    size_t len = 1;
+    for (int i = 0; i < n; i++)
+        len += strlen(names[i]) + 1;
+    char *buf = malloc(len), *p = buf;
+    for (int i = 0; buf && i < n; i++)
+        p += sprintf(p, "%s%s", i ? "\n" : "", names[i]);
+    if (buf)
+        *p = '\0';
+    return buf;
 }
 
 static enum cnn_status save_weights(struct loop *L, const char *name,
                                     struct cnn_error *err)
 {
     struct cnn_session *s = L->s;
-    char path[4200], steps[32], acc[32], mean[256] = "", std[256] = "";
+    const struct cnn_norm *nm = &s->norm;
+    char path[4200], steps[32], acc[32], shape[64];
     cnn_rundir_file(&L->rd, name, path, sizeof path);
     snprintf(steps, sizeof steps, "%lld", L->rs.step);
     snprintf(acc, sizeof acc, "%.6f", L->rs.test_acc);
-    for (int c = 0; c < s->norm.c; c++) {
-        size_t lm = strlen(mean), ls = strlen(std);
-        snprintf(mean + lm, sizeof mean - lm, "%s%.9g", c ? "," : "",
-                 s->norm.mean[c]);
-        snprintf(std + ls, sizeof std - ls, "%s%.9g", c ? "," : "",
-                 s->norm.std[c]);
-    }
-    const struct cnn_meta meta[] = {
+    snprintf(shape, sizeof shape, "%d,%d,%d", s->net.in.c, s->net.in.h,
+             s->net.in.w);
+    enum { LISTS = 7 };
+    char *list[LISTS] = {
+        float_list(nm->mean, nm->c), float_list(nm->std, nm->c),
+        float_list(nm->feat_mean, nm->n_feat),
+        float_list(nm->feat_std, nm->n_feat),
+        float_list(nm->target_mean, nm->n_target),
+        float_list(nm->target_std, nm->n_target),
+        name_list(s->train.class_names, s->train.n_class_names),
+    };
+    struct cnn_meta meta[16] = {
         {"format", "pt"},
         {"producer", "cnn-train " CNN_VERSION},
         {"config", L->config_text},
         {"steps", steps},
         {"test_acc", acc},
-        {"normalize_mean", mean},
-        {"normalize_std", std},
+        {"input_shape", shape},
+        {"normalize_mean", list[0]},
+        {"normalize_std", list[1]},
     };
-    return cnn_safetensors_save(path, &s->net, meta,
-                                (int)(sizeof meta / sizeof meta[0]), err);
+    int n = 8;
+    if (nm->n_feat) {
+        meta[n++] = (struct cnn_meta){"standardize_mean", list[2]};
+        meta[n++] = (struct cnn_meta){"standardize_std", list[3]};
+    }
+    if (nm->n_target) {
+        meta[n++] = (struct cnn_meta){"target_mean", list[4]};
+        meta[n++] = (struct cnn_meta){"target_std", list[5]};
+    }
+    if (s->train.n_class_names)
+        meta[n++] = (struct cnn_meta){"classes", list[6]};
+    enum cnn_status st = CNN_OK;
+    for (int i = 0; i < LISTS; i++)
+        if (!list[i])
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    if (st == CNN_OK)
+        st = cnn_safetensors_save(path, &s->net, meta, n, err);
+    for (int i = 0; i < LISTS; i++)
+        free(list[i]);
+    return st;
+}
+
+/* "0.286,0.5" -> *v (malloc'd), *n values; false when malformed. */
+static bool parse_floats(const char *text, float **v, int *n)
+{
+    int cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    *v = malloc((size_t)cap * sizeof **v);
+    *n = 0;
+    for (const char *p = text; *v && *p;) {
+        char *end;
+        float x = strtof(p, &end);
+        if (end == p || (*end && *end != ',') || !isfinite(x))
+            return false;
+        (*v)[(*n)++] = x;
+        p = *end ? end + 1 : end;
+    }
+    return *v != NULL;
+}
+
+/* Reads the pair of lists keys[0], keys[1] into mean, std; *n 0 when the
+ * weights lack them. */
+static enum cnn_status meta_pair(const struct cnn_st_file *f,
+                                 const char *const keys[2], float **mean,
+                                 float **std, int *n, struct cnn_error *err)
+{
+    const char *a = cnn_st_meta(f, keys[0]), *b = cnn_st_meta(f, keys[1]);
+    int na = 0, nb = 0;
+    *mean = *std = NULL;
+    *n = 0;
+    if (!a && !b)
+        return CNN_OK;
+    if (!a || !b || !parse_floats(a, mean, &na) ||
+        !parse_floats(b, std, &nb) || na != nb) {
+        free(*mean), free(*std);
+        *mean = *std = NULL;
+        return cnn_error_at(err, CNN_ERR_DATA, f->path, "malformed %s/%s "
+                            "metadata", keys[0], keys[1]);
+    }
+    *n = na;
+    return CNN_OK;
+}
+
+enum cnn_status cnn_weights_transform(const struct cnn_st_file *f,
+                                      const struct cnn_config *cfg,
+                                      struct cnn_norm *norm,
+                                      struct cnn_dataset *classes,
+                                      struct cnn_error *err)
+{
+    static const char *const channel[2] = {"normalize_mean", "normalize_std"};
+    static const char *const feature[2] = {"standardize_mean",
+                                           "standardize_std"};
+    static const char *const target[2] = {"target_mean", "target_std"};
+    float *mean, *std;
+    int n;
+    memset(norm, 0, sizeof *norm);
+    memset(classes, 0, sizeof *classes);
+
+    enum cnn_status st = meta_pair(f, channel, &mean, &std, &n, err);
+    if (st == CNN_OK && n > CNN_MAX_CHANNELS)
+        st = cnn_error_at(err, CNN_ERR_DATA, f->path, "normalize_mean has "
+                          "%d channels", n);
+    if (st == CNN_OK && n > 0) {
+        norm->c = n;
+        memcpy(norm->mean, mean, (size_t)n * sizeof *mean);
+        memcpy(norm->std, std, (size_t)n * sizeof *std);
+    } else if (st == CNN_OK && cfg->data.normalize_auto) {
+        st = cnn_error_at(err, CNN_ERR_DATA, f->path, "no normalization in "
+                          "the metadata, and the config computes it from "
+                          "the training set");
+    } else if (st == CNN_OK) {      /* weights of an older version */
+        norm->c = cfg->data.n_mean ? cfg->data.n_mean : 1;
+        for (int c = 0; c < norm->c; c++) {
+            norm->mean[c] = cfg->data.n_mean ? cfg->data.mean[c] : 0.0f;
+            norm->std[c] = cfg->data.n_std ? cfg->data.std[c] : 1.0f;
+        }
+    }
+    free(mean), free(std);
+    if (st == CNN_OK)
+        st = meta_pair(f, feature, &norm->feat_mean, &norm->feat_std,
+                       &norm->n_feat, err);
+    if (st == CNN_OK)
+        st = meta_pair(f, target, &norm->target_mean, &norm->target_std,
+                       &norm->n_target, err);
+
+    const char *names = cnn_st_meta(f, "classes");
+    if (st == CNN_OK && names && *names) {
+        int k = 1;
+        for (const char *p = names; *p; p++)
+            k += *p == '\n';
+        classes->class_names = calloc((size_t)k, sizeof *classes->class_names);
+        for (const char *p = names; classes->class_names && *p;) {
+            size_t len = strcspn(p, "\n");
+            char *one = strndup(p, len);
+            if (!one)
+                break;
+            classes->class_names[classes->n_class_names++] = one;
+            p += len + (p[len] == '\n');
+        }
+        classes->n_classes = classes->n_class_names;
+        if (classes->n_class_names != k)
+            st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
+    if (st != CNN_OK) {
+        cnn_norm_free(norm);
+        cnn_dataset_free(classes);
+    }
+    return st;
+}
+
+/* The epoch's evaluation row: validation and test splits, and for
+ * regression the training split's figures in target units too. */
+static void evaluate_splits(struct loop *L)
+{
+    struct cnn_session *s = L->s;
+    struct cnn_run_state *rs = &L->rs;
+    struct cnn_metrics_row r = cnn_metrics_row_empty(rs->epoch + 1, rs->step);
+    char line[512];
+    int len = snprintf(line, sizeof line, "epoch %lld/%lld:", rs->epoch + 1,
+                       tcfg(L)->epochs);
+    if (s->regression) {
+        struct cnn_eval train;
+        cnn_evaluate(s, &s->train, &train, NULL);
+        r.train_reg = train.reg;
+        len += snprintf(line + len, sizeof line - len, " train_rmse=%.4g "
+                        "train_r2=%.4f", train.reg.rmse, train.reg.r2);
+    }
+    if (s->val.n > 0) {
+        cnn_evaluate(s, &s->val, &L->val, NULL);
+        r.val_loss = L->val.loss;
+        r.val_acc = L->val.acc;
+        r.val_reg = L->val.reg;
+        len += s->regression
+            ? snprintf(line + len, sizeof line - len, " val_rmse=%.4g "
+                       "val_r2=%.4f", L->val.reg.rmse, L->val.reg.r2)
+            : snprintf(line + len, sizeof line - len, " val_loss=%.4f "
+                       "val_acc=%.4f", L->val.loss, L->val.acc);
+    }
+    if (s->test.n > 0) {
+        struct cnn_eval test;
+        cnn_evaluate(s, &s->test, &test, NULL);
+        rs->test_loss = r.test_loss = test.loss;
+        rs->test_acc = r.test_acc = test.acc;
+        r.test_reg = test.reg;
+        if (!s->regression && (isnan(rs->best_test_acc) ||
+                               rs->test_acc > rs->best_test_acc)) {
+            rs->best_test_acc = rs->test_acc;
+            rs->best_test_epoch = rs->epoch + 1;
+        }
+        len += s->regression
+            ? snprintf(line + len, sizeof line - len, " test_rmse=%.4g "
+                       "test_mae=%.4g test_r2=%.4f", test.reg.rmse,
+                       test.reg.mae, test.reg.r2)
+            : snprintf(line + len, sizeof line - len, " test_loss=%.4f "
+                       "test_acc=%.4f", test.loss, test.acc);
+        L->test_reg = test.reg;
+    }
+    r.elapsed_s = train_seconds(L);
+    cnn_metrics_write(L->metrics, &r);
+    cnn_log_info(L->log, "%s (%.1f s)", line, r.elapsed_s);
 }
 
 /* Evaluates, writes the metrics row, and updates best.safetensors, the
@@ -613,25 +986,10 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
     if (rs->interval_steps > 0)
         log_interval(L);
 
-    if (s->test.n > 0) {
-        cnn_evaluate(s, &s->test, &rs->test_loss, &rs->test_acc, NULL);
-        if (isnan(rs->best_test_acc) || rs->test_acc > rs->best_test_acc) {
-            rs->best_test_acc = rs->test_acc;
-            rs->best_test_epoch = rs->epoch + 1;
-        }
-        struct cnn_metrics_row r = cnn_metrics_row_empty(rs->epoch + 1,
-                                                         rs->step);
-        r.test_loss = rs->test_loss;
-        r.test_acc = rs->test_acc;
-        r.elapsed_s = train_seconds(L);
-        cnn_metrics_write(L->metrics, &r);
-        cnn_log_info(L->log, "epoch %lld/%lld: test_loss=%.4f test_acc=%.4f "
-                     "(%.1f s)", rs->epoch + 1, t->epochs, r.test_loss,
-                     r.test_acc, r.elapsed_s);
-    }
-
+    if (s->test.n > 0 || s->val.n > 0)
+        evaluate_splits(L);
     /* best.safetensors follows best_metric; early stopping its own. */
-    double m = metric_value(rs, effective(s, t->best_metric));
+    double m = metric_value(L, effective(s, t->best_metric));
     if (isfinite(m) && (isnan(rs->best_metric) || m < rs->best_metric)) {
         rs->best_metric = m;
         enum cnn_status st = save_weights(L, "best.safetensors", err);
@@ -640,7 +998,7 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
     }
     *stop = false;
     if (t->early_stopping) {
-        double e = metric_value(rs, t->stop_metric);
+        double e = metric_value(L, t->stop_metric);
         if (isfinite(e) && (isnan(rs->stop_best) ||
                             e < rs->stop_best - t->min_delta)) {
             rs->stop_best = e;
@@ -654,7 +1012,7 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
                          "epochs", rs->stale_epochs);
     }
 
-    double plateau = s->test.n > 0 ? rs->test_loss : rs->final_train_loss;
+    double plateau = metric_value(L, effective(s, CNN_METRIC_TEST_LOSS));
     if (cnn_schedule_epoch_end(&L->schedule, plateau))
         cnn_log_info(L->log, "plateau: learning rate now %.4g",
                      cnn_schedule_lr(&L->schedule, rs->step, rs->epoch + 1));
@@ -773,6 +1131,9 @@ static enum cnn_status write_run_json(struct loop *L, double images_per_s,
     json_number(f, "best_test_acc", rs->best_test_acc, false);
     json_number(f, "best_epoch", isnan(rs->best_test_acc) ? NAN
                                  : (double)rs->best_test_epoch, false);
+    json_number(f, "final_test_rmse", L->test_reg.rmse, false);
+    json_number(f, "final_test_mae", L->test_reg.mae, false);
+    json_number(f, "final_test_r2", L->test_reg.r2, false);
     json_number(f, "params", (double)s->net.n_params, false);
     json_number(f, "optimizer_state_bytes",
                 (double)cnn_optim_state_bytes(&s->optim), true);
@@ -919,7 +1280,7 @@ static enum cnn_status open_outputs(struct loop *L, bool resumed,
     if (!(L->metrics = cnn_metrics_open(path)))
         return cnn_error_at(err, CNN_ERR_IO, path, "cannot open: %s",
                             strerror(errno));
-    return CNN_OK;
+    return open_grad_stats(L, err);
 }
 
 static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
@@ -927,7 +1288,9 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
     struct cnn_session *s = L->s;
     const struct cnn_training_config *t = tcfg(L);
     L->labels = malloc((size_t)t->batch_size * sizeof *L->labels);
-    if (!L->labels)
+    L->targets = malloc((size_t)t->batch_size * s->n_classes *
+                        sizeof *L->targets);
+    if (!L->labels || !L->targets)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     enum cnn_status st = cnn_loader_init(&L->loader, &s->train, &s->norm,
                                          (int)t->batch_size, s->cfg->seed,
@@ -945,8 +1308,18 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
     cnn_schedule_init(&L->schedule, &s->cfg->schedule, s->cfg->optim.lr,
                       L->total_steps, L->steps_per_epoch);
     cnn_run_state_init(&L->rs);
+    L->test_reg = (struct cnn_regression_metrics){NAN, NAN, NAN, NAN};
+    L->val.loss = L->val.acc = NAN;
     L->reposition = true;
     L->t0 = L->interval_t0 = cnn_now();
+    const struct cnn_gradstats_config gc = {
+        .every = t->log_grad_stats, .check_every = t->log_every,
+        .vanishing_ratio = t->vanishing_ratio,
+        .exploding_ratio = t->exploding_ratio,
+    };
+    st = cnn_gradstats_init(&L->gs, &s->net, &gc, err);
+    if (st != CNN_OK)
+        return st;
 
     /* A checkpoint holds the weights and the optimizer's state; keep room
      * for two while the new one is written. */
@@ -1014,9 +1387,11 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
 out:
     cnn_loader_free(&L.loader);
     free(L.labels);
+    free(L.targets);
     free(L.config_text);
     if (L.metrics)
         fclose(L.metrics);
+    cnn_gradstats_free(&L.gs);
     cnn_rundir_close(&L.rd);
     return st;
 }

@@ -657,8 +657,9 @@ static void test_unknown_choice(void **state)
     /* Nothing close: no hint. */
     expect_error(BASE "schedule:\n  name: triangular\n", "test.yaml:7:9",
                  "unknown value 'triangular'", NULL);
-    expect_error(DATA "  format: csv\n" MODEL, "test.yaml:3:11",
-                 "data.format: unknown value 'csv' (one of: idx)", NULL);
+    expect_error(DATA "  format: hdf5\n" MODEL, "test.yaml:3:11",
+                 "data.format: unknown value 'hdf5' (one of: idx, csv, "
+                 "cifar10, folder)", NULL);
     expect_error(DATA "  format: idxx\n" MODEL, "test.yaml:3:11",
                  "data.format: unknown value 'idxx'", "'idx'");
     expect_error(BASE "training:\n  loss: cross_entropi\n", "test.yaml:7:9",

@@ -223,7 +223,7 @@ static void epoch_order(struct cnn_loader *ld, long long epoch, int *out)
     float x[2 * 7];
     int y[7], k = 0, n;
     cnn_loader_start_epoch(ld, epoch, true);
-    while ((n = cnn_loader_next(ld, x, y)) > 0)
+    while ((n = cnn_loader_next(ld, x, y, NULL)) > 0)
         for (int i = 0; i < n; i++)
             out[k++] = y[i];
 }
@@ -263,13 +263,13 @@ static void test_loader_values_and_short_batch(void **state)
     int y[3];
     assert_int_equal(cnn_loader_init(&ld, &ds, &norm, 3, 1, NULL), CNN_OK);
     cnn_loader_start_epoch(&ld, 0, false);
-    assert_int_equal(cnn_loader_next(&ld, x, y), 3);
+    assert_int_equal(cnn_loader_next(&ld, x, y, NULL), 3);
     assert_float_equal(x[0], (0 / 255.0 - 0.5) / 0.25, 1e-6);
     assert_float_equal(x[1], (1.0 - 0.5) / 0.25, 1e-6);
     assert_float_equal(x[4], (2 / 255.0 - 0.5) / 0.25, 1e-6);
-    assert_int_equal(cnn_loader_next(&ld, x, y), 2);
+    assert_int_equal(cnn_loader_next(&ld, x, y, NULL), 2);
     assert_int_equal(y[1], 4);
-    assert_int_equal(cnn_loader_next(&ld, x, y), 0);
+    assert_int_equal(cnn_loader_next(&ld, x, y, NULL), 0);
     cnn_loader_free(&ld);
     cnn_dataset_free(&ds);
 }
@@ -294,7 +294,7 @@ static void test_augment(void **state)
     ld.augment = &flip;
     for (int epoch = 0; epoch < 16; epoch++) {
         cnn_loader_start_epoch(&ld, epoch, false);
-        assert_int_equal(cnn_loader_next(&ld, x, &y), 1);
+        assert_int_equal(cnn_loader_next(&ld, x, &y, NULL), 1);
         /* Either the image or its mirror, row by row. */
         bool mirror = x[0] == 3 * 20;
         for (int r = 0; r < 3; r++)
@@ -311,11 +311,11 @@ static void test_augment(void **state)
                                      .erase_size = 2, .erase_p = 1.0};
     ld.augment = &all;
     cnn_loader_start_epoch(&ld, 7, false);
-    cnn_loader_next(&ld, first, &y);
+    cnn_loader_next(&ld, first, &y, NULL);
     cnn_loader_start_epoch(&ld, 3, false);
-    cnn_loader_next(&ld, x, &y);
+    cnn_loader_next(&ld, x, &y, NULL);
     cnn_loader_start_epoch(&ld, 7, false);
-    cnn_loader_next(&ld, x, &y);
+    cnn_loader_next(&ld, x, &y, NULL);
     assert_memory_equal(x, first, sizeof x);
     int zeros = 0;
     for (int i = 0; i < 12; i++)

@@ -36,6 +36,7 @@ struct cnn_run_state {
     double last_lr;             /* of the last step */
     double stop_best;           /* early stopping's best so far */
     long long metrics_bytes;    /* metrics.csv size at this point */
+    long long grad_stats_bytes; /* grad_stats.csv size; 0 = none yet */
     bool done;                  /* the run finished */
 };
 

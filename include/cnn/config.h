@@ -47,15 +47,57 @@ enum cnn_loss_kind {
 };
 
 #define CNN_MAX_CHANNELS 16
+#define CNN_MAX_FILES 16
+#define CNN_MAX_COLUMNS 64
+
+enum cnn_data_format {
+    CNN_FORMAT_IDX,
+    CNN_FORMAT_CSV,
+    CNN_FORMAT_CIFAR10,
+    CNN_FORMAT_FOLDER,
+};
+
+enum cnn_task {
+    CNN_TASK_CLASSIFY,      /* integer or named labels */
+    CNN_TASK_REGRESS,       /* one or more float targets */
+};
 
 struct cnn_split_config {
-    char *images;           /* resolved path */
+    char *images;           /* idx: resolved paths */
     char *labels;
+    char *files[CNN_MAX_FILES];  /* csv: one file; cifar10: its batches;
+                                    folder: the root of class folders */
+    int n_files;
+    char *targets;          /* csv: a second file holding the targets */
+};
+
+/* A CSV column selector: a header name, or indices from..to-1 (negative
+ * ones count from the end, to == 0 meaning "through the last"). */
+struct cnn_column {
+    const char *name;
+    long long from, to;
+};
+
+struct cnn_csv_config {
+    char delimiter;                 /* 0: detect; ' ': runs of whitespace */
+    int header;                     /* -1: detect, 0: none, 1: first row */
+    long long skip_rows;            /* lines dropped before anything */
+    struct cnn_column target[CNN_MAX_COLUMNS];
+    int n_target;
+    struct cnn_column features[CNN_MAX_COLUMNS];
+    int n_features;                 /* 0: every column but the targets */
+    int shape[3];                   /* view of the features; 0: [n, 1, 1] */
 };
 
 struct cnn_data_config {
+    enum cnn_data_format format;
+    enum cnn_task task;
     struct cnn_split_config train;
-    struct cnn_split_config test;   /* images NULL when there is no test set */
+    struct cnn_split_config test;   /* no files when there is no test set */
+    struct cnn_csv_config csv;
+    double val_split;               /* fraction of train held out */
+    double test_split;              /* ... and for a test set, without one */
+    bool standardize;               /* per feature, from the train split */
     bool normalize_auto;            /* mean/std computed on the train split */
     int n_mean, n_std;
     float mean[CNN_MAX_CHANNELS];
@@ -71,6 +113,9 @@ struct cnn_data_config {
         double erase_p;             /* ... applied with this probability */
     } augment;
 };
+
+/* Whether a split is configured (a file of any format). */
+bool cnn_split_given(const struct cnn_split_config *s);
 
 struct cnn_optim_config {
     const char *name;               /* checked by the optimizer registry */
@@ -128,6 +173,12 @@ struct cnn_training_config {
     enum cnn_metric stop_metric;
     long long patience;             /* epochs without improvement */
     double min_delta;               /* improvement that counts */
+    long long log_grad_stats;       /* steps between grad_stats.csv rows;
+                                       0 = none */
+    double vanishing_ratio;         /* warn when a layer's gradient norm
+                                       is below this times the last
+                                       layer's; 0 = never */
+    double exploding_ratio;         /* ... or above this; 0 = never */
 };
 
 struct cnn_config {

@@ -14,4 +14,9 @@
 double cnn_loss(enum cnn_loss_kind kind, const float *out, const int *labels,
                 int n, int k, float *dout, long long *correct);
 
+/* Mean squared error against float targets [n, k] (regression), averaged
+ * over the batch and the k outputs, with its gradient as above. */
+double cnn_loss_mse(const float *out, const float *targets, int n, int k,
+                    float *dout);
+
 #endif

@@ -61,6 +61,12 @@ struct cnn_metrics_row {
     double elapsed_s;
     double grad_norm;       /* mean pre-clip global L2 norm */
     double skipped_steps;   /* non-finite steps skipped so far */
+    double val_loss;        /* the validation split (data.val_split) */
+    double val_acc;
+    /* Regression, in the targets' own units, per split: */
+    struct cnn_regression_metrics {
+        double mse, rmse, mae, r2;
+    } train_reg, val_reg, test_reg;
 };
 
 /* A row with every value cell empty (NAN). */

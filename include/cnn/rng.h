@@ -20,6 +20,8 @@ enum cnn_rng_stream {
     CNN_RNG_STREAM_SHUFFLE = 2,
     CNN_RNG_STREAM_DROPOUT = 3,
     CNN_RNG_STREAM_AUGMENT = 4,
+    CNN_RNG_STREAM_TEST_SPLIT = 5,
+    CNN_RNG_STREAM_VAL_SPLIT = 6,
 };
 
 /* Seeds from (seed, stream, index): e.g. the shuffle of epoch e is

@@ -49,7 +49,7 @@ void cnn_rundir_checkpoint_path(const struct cnn_rundir *rd, long long step,
 void cnn_rundir_prune(const struct cnn_rundir *rd, long long keep);
 
 /* Removes what a previous run left (checkpoints, best, model, run.json,
- * metrics.csv), for --force. */
+ * metrics.csv, grad_stats.csv), for --force. */
 void cnn_rundir_clear(const struct cnn_rundir *rd);
 
 #endif

@@ -75,6 +75,29 @@ void cnn_runs_free(struct cnn_run *runs, int n_runs);
  * name, or the directory as given where two runs share that name. */
 void cnn_runs_label(struct cnn_run *runs, int n_runs);
 
+/* --- grad_stats.csv read back (gradcurves.c) -------------------------- */
+
+/* Appends (x, y) to s; false when out of memory. */
+bool cnn_series_push(struct cnn_series *s, double x, double y);
+
+/* Each layer's gradient norm against the step, layers in the order of
+ * their first row (the net's order, input first). */
+struct cnn_grad_curves {
+    char **names;               /* [n_layers], owned */
+    struct cnn_series *norms;   /* [n_layers]: grad_norm against step */
+    int n_layers, cap;
+};
+
+/* Reads dir/grad_stats.csv (written by training.log_grad_stats). Its
+ * columns are found by header name; step, layer and grad_norm are
+ * required. A missing or malformed file fails with CNN_ERR_DATA naming
+ * it (and the line); out of memory with CNN_ERR_NOMEM. On failure g is
+ * left empty (safe to free). */
+enum cnn_status cnn_grad_curves_load(struct cnn_grad_curves *g,
+                                     const char *dir, struct cnn_error *err);
+
+void cnn_grad_curves_free(struct cnn_grad_curves *g);
+
 /* --- the chart (plot.c) ------------------------------------------------ */
 
 enum {
@@ -108,5 +131,13 @@ void cnn_plot_axis_log(struct cnn_plot_axis *a, double min, double max);
  * CNN_ERR_IO when out reports a write error. */
 enum cnn_status cnn_plot_svg(FILE *out, const struct cnn_run *runs,
                              int n_runs, struct cnn_error *err);
+
+/* Writes to out an SVG document, 960 wide and tall enough for a legend
+ * row per layer (420 at least), of the gradient norm of each layer
+ * against the step on a log scale, colored from the first layer (dark
+ * blue) to the last (yellow). Fails with CNN_ERR_IO when out reports a
+ * write error. */
+enum cnn_status cnn_plot_grads_svg(FILE *out, const struct cnn_grad_curves *g,
+                                   struct cnn_error *err);
 
 #endif

@@ -17,15 +17,18 @@
 #include "cnn/net.h"
 #include "cnn/optim.h"
 #include "cnn/report.h"
+#include "cnn/safetensors.h"
 
 struct cnn_session {
     struct cnn_config *cfg;         /* not owned */
     struct cnn_dataset train;
     struct cnn_dataset test;        /* n == 0 when there is no test split */
+    struct cnn_dataset val;         /* n == 0 without data.val_split */
     struct cnn_norm norm;
     struct cnn_net net;
     struct cnn_optim optim;
     int n_classes;                  /* the model's output width */
+    bool regression;                /* float targets, not class labels */
 };
 
 /* Loads the data named by cfg, builds and initializes the model and the
@@ -33,15 +36,30 @@ struct cnn_session {
 enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
                                  struct cnn_error *err);
 
-/* For evaluating trained weights: loads only the test split, takes the
- * normalization the weights were trained with, builds the net (whose
- * parameters the caller then loads) and no optimizer. */
+/* For evaluating trained weights: loads only the test split (or, for a
+ * test split held out of the training data, the training data, to hold
+ * out the same rows), takes the normalization the weights were trained
+ * with (the session takes it over), builds the net (whose parameters the
+ * caller then loads) and no optimizer. classes, when not NULL, holds only
+ * the training class names (from the weights), by which a test file's
+ * named labels or class folders are numbered. */
 enum cnn_status cnn_session_open_eval(struct cnn_session *s,
                                       struct cnn_config *cfg,
                                       const struct cnn_norm *norm,
+                                      const struct cnn_dataset *classes,
                                       struct cnn_error *err);
 
 void cnn_session_close(struct cnn_session *s);
+
+/* What trained weights carry besides tensors, read back: the input
+ * transform (normalization, standardization, target scaling; from cfg
+ * for weights of older versions) and the class names of the training
+ * data (into a dataset holding only those). Errors name f's file. */
+enum cnn_status cnn_weights_transform(const struct cnn_st_file *f,
+                                      const struct cnn_config *cfg,
+                                      struct cnn_norm *norm,
+                                      struct cnn_dataset *classes,
+                                      struct cnn_error *err);
 
 /* Input shape of the model without loading the data: model.input when
  * given, else the header of the training images. */
@@ -78,10 +96,18 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
                               struct cnn_train_result *result,
                               struct cnn_error *err);
 
-/* Mean loss and accuracy of the net on ds, in evaluation mode; with
- * confusion ([n_classes * n_classes], true label major) not NULL, the
- * counts of each (label, prediction) pair too. */
+/* The figures of one evaluation. */
+struct cnn_eval {
+    double loss;                    /* mean loss, as trained on */
+    double acc;                     /* classification; NAN for regression */
+    struct cnn_regression_metrics reg;  /* regression, in target units;
+                                           NAN for classification */
+};
+
+/* Evaluates the net on ds, in evaluation mode; with confusion
+ * ([n_classes * n_classes], true label major) not NULL, the counts of
+ * each (label, prediction) pair too. */
 void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
-                  double *loss, double *acc, long long *confusion);
+                  struct cnn_eval *ev, long long *confusion);
 
 #endif

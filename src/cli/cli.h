@@ -57,5 +57,6 @@ int cli_plot(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
+int cli_gradcheck(int argc, char **argv);
 
 #endif

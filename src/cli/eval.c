@@ -77,52 +77,6 @@ static int parse(int argc, char **argv, struct eval_opts *o)
     return -1;
 }
 
-/* "0.286,0.5" -> values; false unless count matches. */
-static bool parse_list(const char *text, float *v, int *n)
-{
-    *n = 0;
-    for (const char *p = text; *p && *n < CNN_MAX_CHANNELS;) {
-        char *end;
-        v[(*n)++] = strtof(p, &end);
-        if (end == p)
-            return false;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
-            return false;
-    }
-    return *n > 0;
-}
-
-/* The normalization the weights were trained with: from their metadata,
- * else from the config when it is explicit. */
-static enum cnn_status find_norm(const struct cnn_st_file *f,
-                                 const struct cnn_config *cfg,
-                                 struct cnn_norm *norm, struct cnn_error *err)
-{
-    const char *mean = cnn_st_meta(f, "normalize_mean");
-    const char *std = cnn_st_meta(f, "normalize_std");
-    int nm, ns;
-    memset(norm, 0, sizeof *norm);
-    if (mean && std) {
-        if (!parse_list(mean, norm->mean, &nm) ||
-            !parse_list(std, norm->std, &ns) || nm != ns)
-            return cnn_error_at(err, CNN_ERR_DATA, f->path, "malformed "
-                                "normalize_mean/normalize_std metadata");
-        norm->c = nm;
-        return CNN_OK;
-    }
-    if (cfg->data.normalize_auto)
-        return cnn_error_at(err, CNN_ERR_DATA, f->path, "no normalization "
-                            "in the metadata, and the config computes it "
-                            "from the training set");
-    norm->c = cfg->data.n_mean ? cfg->data.n_mean : 1;
-    for (int c = 0; c < norm->c; c++) {
-        norm->mean[c] = cfg->data.n_mean ? cfg->data.mean[c] : 0.0f;
-        norm->std[c] = cfg->data.n_std ? cfg->data.std[c] : 1.0f;
-    }
-    return CNN_OK;
-}
-
 static enum cnn_status load_config(const struct eval_opts *o,
                                    const struct cnn_st_file *f,
                                    struct cnn_config *cfg,
@@ -144,24 +98,57 @@ static enum cnn_status load_config(const struct eval_opts *o,
     return st == CNN_OK ? cnn_config_resolve(cfg, err) : st;
 }
 
-static const char *class_name(const struct cnn_config *cfg, int k)
+/* Names from the data (CSV labels, folders, CIFAR-10's meta file) come
+ * first; data.classes names numbered labels. */
+static const char *class_name(const struct cnn_session *s, int k)
 {
-    return k < cfg->data.n_class_names ? cfg->data.classes[k] : "";
+    if (k < s->test.n_class_names)
+        return s->test.class_names[k];
+    return k < s->cfg->data.n_class_names ? s->cfg->data.classes[k] : "";
+}
+
+static void print_test_set(const struct cnn_session *s, const char *weights)
+{
+    const struct cnn_data_config *d = &s->cfg->data;
+    const struct cnn_split_config *t = &d->test;
+    printf("weights:  %s\n", weights);
+    if (cnn_split_given(t))
+        printf("test set: %s (%lld examples)\n",
+               t->images ? t->images : t->files[0], s->test.n);
+    else
+        printf("test set: %g of %s, held out (%lld examples)\n",
+               d->test_split, d->train.images ? d->train.images
+                                              : d->train.files[0],
+               s->test.n);
+}
+
+static void print_regression(const struct cnn_session *s, const char *weights,
+                             const struct cnn_eval *ev, bool csv)
+{
+    const struct cnn_regression_metrics *m = &ev->reg;
+    if (csv) {
+        printf("examples,loss,mse,rmse,mae,r2\n%lld,%.6f,%.6g,%.6g,%.6g,"
+               "%.6f\n", s->test.n, ev->loss, m->mse, m->rmse, m->mae,
+               m->r2);
+        return;
+    }
+    print_test_set(s, weights);
+    printf("loss %.4f (as trained on)\nmse  %.6g\nrmse %.6g\nmae  %.6g\n"
+           "r2   %.4f\n", ev->loss, m->mse, m->rmse, m->mae, m->r2);
 }
 
 static void print_human(const struct cnn_session *s, const char *weights,
                         double loss, double acc, const long long *conf)
 {
     int k = s->n_classes;
-    printf("weights:  %s\ntest set: %s (%lld examples)\n", weights,
-           s->cfg->data.test.images, s->test.n);
+    print_test_set(s, weights);
     printf("loss %.4f  accuracy %.4f\n\n", loss, acc);
     printf("%-5s %-16s %8s %8s\n", "class", "name", "count", "accuracy");
     for (int i = 0; i < k; i++) {
         long long n = 0;
         for (int j = 0; j < k; j++)
             n += conf[(size_t)i * k + j];
-        printf("%-5d %-16.16s %8lld %8.4f\n", i, class_name(s->cfg, i), n,
+        printf("%-5d %-16.16s %8lld %8.4f\n", i, class_name(s, i), n,
                n ? (double)conf[(size_t)i * k + i] / n : 0.0);
     }
     printf("\nconfusion matrix (rows: true class, columns: predicted)\n"
@@ -190,7 +177,7 @@ static void print_csv(const struct cnn_session *s, double loss, double acc,
         for (int j = 0; j < k; j++)
             n += conf[(size_t)i * k + j];
         /* A name with a comma or quote is quoted, quotes doubled. */
-        const char *name = class_name(s->cfg, i);
+        const char *name = class_name(s, i);
         printf("%d,", i);
         if (strpbrk(name, ",\"\n")) {
             putchar('"');
@@ -229,7 +216,8 @@ int cli_eval(int argc, char **argv)
     struct cnn_st_file f;
     struct cnn_config cfg = {0};
     struct cnn_session s = {0};
-    struct cnn_norm norm;
+    struct cnn_norm norm = {0};
+    struct cnn_dataset classes = {0};
     struct cnn_error err = {0};
     long long *conf = NULL;
     bool opened = false;
@@ -237,10 +225,11 @@ int cli_eval(int argc, char **argv)
     if (st == CNN_OK)
         st = load_config(&o, &f, &cfg, &err);
     if (st == CNN_OK)
-        st = find_norm(&f, &cfg, &norm, &err);
+        st = cnn_weights_transform(&f, &cfg, &norm, &classes, &err);
     if (st == CNN_OK) {
         cnn_blas_threads((int)(o.threads ? o.threads : cfg.training.threads));
-        st = cnn_session_open_eval(&s, &cfg, &norm, &err);
+        /* The session owns norm from here, opened or not. */
+        st = cnn_session_open_eval(&s, &cfg, &norm, &classes, &err);
         opened = st == CNN_OK;
     }
     if (st == CNN_OK)
@@ -251,14 +240,17 @@ int cli_eval(int argc, char **argv)
             st = cnn_error_set(&err, CNN_ERR_NOMEM, "out of memory");
     }
     if (st == CNN_OK) {
-        double loss, acc;
-        cnn_evaluate(&s, &s.test, &loss, &acc, conf);
-        if (o.csv)
-            print_csv(&s, loss, acc, conf);
+        struct cnn_eval ev;
+        cnn_evaluate(&s, &s.test, &ev, conf);
+        if (s.regression)
+            print_regression(&s, weights, &ev, o.csv);
+        else if (o.csv)
+            print_csv(&s, ev.loss, ev.acc, conf);
         else
-            print_human(&s, weights, loss, acc, conf);
+            print_human(&s, weights, ev.loss, ev.acc, conf);
     }
     free(conf);
+    cnn_dataset_free(&classes);
     if (opened)
         cnn_session_close(&s);
     cnn_config_free(&cfg);

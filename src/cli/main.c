@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"bench", cli_bench},
     {"eval", cli_eval},
     {"predict", cli_predict},
+    {"gradcheck", cli_gradcheck},
 };
 
 int main(int argc, char **argv)

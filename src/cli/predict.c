@@ -22,21 +22,21 @@ struct predictor {
     struct cnn_config cfg;
     struct cnn_net net;
     struct cnn_norm norm;
+    struct cnn_dataset classes;     /* names only */
     int top;
 };
 
-/* "0.286,0.5" from the weights' metadata. */
-static int parse_list(const char *text, float *v)
+/* The model's input shape: saved beside the weights by this version,
+ * else from the config (model.input or the training images' header). */
+static enum cnn_status input_shape(const struct cnn_st_file *f,
+                                   const struct cnn_config *cfg,
+                                   struct cnn_shape *in, struct cnn_error *err)
 {
-    int n = 0;
-    for (const char *p = text; p && *p && n < CNN_MAX_CHANNELS; n++) {
-        char *end;
-        v[n] = strtof(p, &end);
-        if (end == p)
-            return 0;
-        p = *end == ',' ? end + 1 : NULL;
-    }
-    return n;
+    const char *saved = cnn_st_meta(f, "input_shape");
+    if (saved && sscanf(saved, "%d,%d,%d", &in->c, &in->h, &in->w) == 3 &&
+        in->c > 0 && in->h > 0 && in->w > 0)
+        return CNN_OK;
+    return cnn_config_input_shape(cfg, in, err);
 }
 
 static enum cnn_status setup(struct predictor *pr, const char *weights,
@@ -47,28 +47,21 @@ static enum cnn_status setup(struct predictor *pr, const char *weights,
     if (st != CNN_OK)
         return st;
     const char *text = cnn_st_meta(&f, "config");
-    const char *mean = cnn_st_meta(&f, "normalize_mean");
-    const char *std = cnn_st_meta(&f, "normalize_std");
     char origin[4300];
     snprintf(origin, sizeof origin, "%s (its config)", weights);
-    if (!text || !mean || !std)
-        st = cnn_error_at(err, CNN_ERR_DATA, weights, "lacks the config or "
-                          "normalization metadata cnn-train writes");
+    if (!text)
+        st = cnn_error_at(err, CNN_ERR_DATA, weights, "lacks the config "
+                          "metadata cnn-train writes");
     if (st == CNN_OK)
         st = cnn_config_load_string(&pr->cfg, text, origin, ".", err);
     if (st == CNN_OK)
         st = cnn_config_resolve(&pr->cfg, err);
-    pr->norm.c = mean ? parse_list(mean, pr->norm.mean) : 0;
-    if (st == CNN_OK && (pr->norm.c == 0 ||
-                         parse_list(std, pr->norm.std) != pr->norm.c))
-        st = cnn_error_at(err, CNN_ERR_DATA, weights, "malformed "
-                          "normalization metadata");
-    /* The input shape is the first tensor's business: take it from the
-     * config's model.input, which saved configs of image models carry,
-     * else from the training images' header. */
+    if (st == CNN_OK)
+        st = cnn_weights_transform(&f, &pr->cfg, &pr->norm, &pr->classes,
+                                   err);
     struct cnn_shape in = {0};
     if (st == CNN_OK)
-        st = cnn_config_input_shape(&pr->cfg, &in, err);
+        st = input_shape(&f, &pr->cfg, &in, err);
     if (st == CNN_OK)
         st = cnn_net_build(&pr->net, pr->cfg.model_layers, in, 1, err);
     if (st == CNN_OK)
@@ -80,26 +73,35 @@ static enum cnn_status setup(struct predictor *pr, const char *weights,
 static const char *class_name(const struct predictor *pr, int k, char *buf,
                               size_t cap)
 {
+    if (k < pr->classes.n_class_names)
+        return pr->classes.class_names[k];
     if (k < pr->cfg.data.n_class_names)
         return pr->cfg.data.classes[k];
     snprintf(buf, cap, "class %d", k);
     return buf;
 }
 
-/* Classifies one c x h x w byte image and prints its line. */
-static void classify(struct predictor *pr, const char *label,
-                     const uint8_t *pixels)
+/* Runs example i of ds through the model and prints its line: the top
+ * classes with probabilities, or the predicted values. */
+static void predict_one(struct predictor *pr, const char *label,
+                        const struct cnn_dataset *ds, long long i)
 {
     struct cnn_net *net = &pr->net;
-    struct cnn_shape s = net->in;
-    size_t hw = (size_t)s.h * s.w;
-    float *x = cnn_net_input(net);
-    for (int c = 0; c < s.c; c++)
-        for (size_t j = 0; j < hw; j++)
-            x[c * hw + j] = (pixels[c * hw + j] / 255.0f - pr->norm.mean[c]) /
-                            pr->norm.std[c];
+    cnn_norm_apply(&pr->norm, ds, i, cnn_net_input(net));
     const float *z = cnn_net_forward(net, 1, false);
     int k = (int)cnn_shape_size(net->out);
+    printf("%s:", label);
+
+    if (pr->cfg.data.task == CNN_TASK_REGRESS) {
+        float y[256];
+        int m = k < 256 ? k : 256;
+        memcpy(y, z, (size_t)m * sizeof *y);
+        cnn_norm_unscale_targets(&pr->norm, y, m);
+        for (int j = 0; j < m; j++)
+            printf("%s %.6g", j ? "," : "", y[j]);
+        printf("\n");
+        return;
+    }
 
     /* Softmax, then the top classes by repeated selection. */
     double max = z[0], sum = 0;
@@ -108,7 +110,6 @@ static void classify(struct predictor *pr, const char *label,
     for (int j = 0; j < k; j++)
         sum += exp(z[j] - max);
     bool taken[1024] = {false};
-    printf("%s:", label);
     for (int t = 0; t < pr->top && t < k && t < 1024; t++) {
         int best = -1;
         for (int j = 0; j < k && j < 1024; j++)
@@ -125,40 +126,86 @@ static void classify(struct predictor *pr, const char *label,
     printf("\n");
 }
 
-/* An IDX file of images, or a single PGM/PNG. */
+/* Every example of ds, labelled path[i], or path alone when !indexed. */
+static enum cnn_status predict_all(struct predictor *pr, const char *path,
+                                   const struct cnn_dataset *ds, bool indexed,
+                                   struct cnn_error *err)
+{
+    struct cnn_shape s = pr->net.in;
+    if (cnn_shape_size(ds->shape) != cnn_shape_size(s))
+        return cnn_error_at(err, CNN_ERR_DATA, path, "examples are %dx%dx%d; "
+                            "the model takes %dx%dx%d", ds->shape.c,
+                            ds->shape.h, ds->shape.w, s.c, s.h, s.w);
+    for (long long i = 0; i < ds->n; i++) {
+        char label[4300];
+        snprintf(label, sizeof label, "%s[%lld]", path, i);
+        predict_one(pr, indexed ? label : path, ds, i);
+    }
+    return CNN_OK;
+}
+
+/* Rows of a CSV laid out as the training file: first as features only
+ * (no target column), else with the target column(s) too. */
+static enum cnn_status predict_csv(struct predictor *pr, const char *path,
+                                   struct cnn_error *err)
+{
+    struct cnn_config cfg = pr->cfg;        /* a shallow copy, changed */
+    struct cnn_split_config split = {.files = {(char *)path}, .n_files = 1};
+    struct cnn_dataset ds;
+    size_t want = cnn_shape_size(pr->net.in);
+    cfg.data.csv.n_target = 0;
+    cfg.data.task = CNN_TASK_CLASSIFY;
+    struct cnn_error first = {0};
+    enum cnn_status st = cnn_csv_load(&ds, &cfg, &split, NULL, &first);
+    if (st == CNN_OK && cnn_shape_size(ds.shape) == want) {
+        ds.shape = pr->net.in;
+        st = predict_all(pr, path, &ds, true, err);
+        cnn_dataset_free(&ds);
+        return st;
+    }
+    if (st == CNN_OK)
+        cnn_dataset_free(&ds);
+    st = cnn_csv_load(&ds, &pr->cfg, &split, &pr->classes, err);
+    if (st != CNN_OK)
+        return st;
+    if (cnn_shape_size(ds.shape) == want)
+        ds.shape = pr->net.in;
+    st = predict_all(pr, path, &ds, true, err);
+    cnn_dataset_free(&ds);
+    return st;
+}
+
+/* An IDX file of images, a CSV file (for a model trained on CSV), or a
+ * single PGM/PNG/JPEG, resized to the model's input. */
 static enum cnn_status predict_file(struct predictor *pr, const char *path,
                                     struct cnn_error *err)
 {
     struct cnn_shape s = pr->net.in;
-    struct cnn_image img;
     struct cnn_error idx_err = {0};
     struct cnn_dataset ds;
+    if (pr->cfg.data.format == CNN_FORMAT_CSV)
+        return predict_csv(pr, path, err);
     if (cnn_idx_load_images(&ds, path, &idx_err) == CNN_OK) {
-        enum cnn_status st = CNN_OK;
-        if (ds.shape.c != s.c || ds.shape.h != s.h || ds.shape.w != s.w)
-            st = cnn_error_at(err, CNN_ERR_DATA, path, "images are %dx%dx%d; "
-                              "the model takes %dx%dx%d", ds.shape.c,
-                              ds.shape.h, ds.shape.w, s.c, s.h, s.w);
-        for (long long i = 0; st == CNN_OK && i < ds.n; i++) {
-            char label[4300];
-            snprintf(label, sizeof label, "%s[%lld]", path, i);
-            classify(pr, label, ds.pixels + i * cnn_shape_size(s));
-        }
+        enum cnn_status st = predict_all(pr, path, &ds, true, err);
         cnn_dataset_free(&ds);
         return st;
     }
+    struct cnn_image img;
     enum cnn_status st = cnn_image_read(path, s.c, &img, err);
     if (st != CNN_OK) {
         if (strstr(err->message, "neither"))
             cnn_error_hint(err, "as IDX: %s", idx_err.message);
         return st;
     }
-    if (img.c != s.c || img.h != s.h || img.w != s.w)
-        st = cnn_error_at(err, CNN_ERR_DATA, path, "image is %dx%dx%d; the "
-                          "model takes %dx%dx%d", img.c, img.h, img.w, s.c,
-                          s.h, s.w);
-    else
-        classify(pr, path, img.pixels);
+    if (img.c != s.c)
+        st = cnn_error_at(err, CNN_ERR_DATA, path, "image has %d channels; "
+                          "the model takes %d", img.c, s.c);
+    if (st == CNN_OK)
+        st = cnn_image_resize(&img, s.h, s.w, err);
+    if (st == CNN_OK) {
+        struct cnn_dataset one = {.n = 1, .shape = s, .pixels = img.pixels};
+        st = predict_all(pr, path, &one, false, err);
+    }
     cnn_image_free(&img);
     return st;
 }
@@ -207,6 +254,8 @@ int cli_predict(int argc, char **argv)
     for (int i = optind + 1; st == CNN_OK && i < argc; i++)
         st = predict_file(&pr, argv[i], &err);
     cnn_net_free(&pr.net);
+    cnn_norm_free(&pr.norm);
+    cnn_dataset_free(&pr.classes);
     cnn_config_free(&pr.cfg);
     return st == CNN_OK ? 0 : cli_report(&err);
 }

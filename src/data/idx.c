@@ -224,12 +224,3 @@ enum cnn_status cnn_idx_load_images(struct cnn_dataset *ds, const char *path,
     }
     return CNN_OK;
 }
-
-void cnn_dataset_free(struct cnn_dataset *ds)
-{
-    if (!ds)
-        return;
-    free(ds->pixels);
-    free(ds->labels);
-    memset(ds, 0, sizeof *ds);
-}

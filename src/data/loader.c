@@ -9,6 +9,83 @@
 #include <stdlib.h>
 #include <string.h>
 
+static float raw_value(const struct cnn_dataset *ds, size_t at)
+{
+    return ds->pixels ? ds->pixels[at] / 255.0f : ds->features[at];
+}
+
+/* Mean and standard deviation (population; 1 where it is 0) of the
+ * count values at first.. in every example (stride values apart). */
+static void moments(const struct cnn_dataset *ds, size_t first,
+                    size_t stride, size_t count, float *mean, float *std)
+{
+    double sum = 0, sq = 0;
+    for (long long i = 0; i < ds->n; i++)
+        for (size_t j = 0; j < count; j++) {
+            double v = raw_value(ds, (size_t)i * stride + first + j);
+            sum += v;
+            sq += v * v;
+        }
+    double total = (double)ds->n * count;
+    double m = total > 0 ? sum / total : 0.0;
+    double var = total > 0 ? sq / total - m * m : 0.0;
+    *mean = (float)m;
+    *std = (float)(var > 1e-12 ? sqrt(var) : 1.0);
+}
+
+/* Per-feature (and per-target) statistics of the normalized inputs. */
+static enum cnn_status standardize(struct cnn_norm *norm,
+                                   const struct cnn_dataset *ds,
+                                   struct cnn_error *err)
+{
+    size_t size = cnn_shape_size(ds->shape);
+    norm->feat_mean = malloc(size * sizeof *norm->feat_mean);
+    norm->feat_std = malloc(size * sizeof *norm->feat_std);
+    double *sum = calloc(size, sizeof *sum), *sq = calloc(size, sizeof *sq);
+    float *x = malloc(size * sizeof *x);
+    if (!norm->feat_mean || !norm->feat_std || !sum || !sq || !x) {
+        free(sum), free(sq), free(x);
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    }
+    for (long long i = 0; i < ds->n; i++) {
+        cnn_norm_apply(norm, ds, i, x);     /* n_feat is still 0 */
+        for (size_t j = 0; j < size; j++) {
+            sum[j] += x[j];
+            sq[j] += (double)x[j] * x[j];
+        }
+    }
+    for (size_t j = 0; j < size; j++) {
+        double m = ds->n ? sum[j] / (double)ds->n : 0.0;
+        double var = ds->n ? sq[j] / (double)ds->n - m * m : 0.0;
+        norm->feat_mean[j] = (float)m;
+        norm->feat_std[j] = (float)(var > 1e-12 ? sqrt(var) : 1.0);
+    }
+    norm->n_feat = (int)size;
+    free(sum), free(sq), free(x);
+
+    if (!ds->targets)
+        return CNN_OK;
+    int k = ds->n_targets;
+    norm->target_mean = malloc((size_t)k * sizeof *norm->target_mean);
+    norm->target_std = malloc((size_t)k * sizeof *norm->target_std);
+    if (!norm->target_mean || !norm->target_std)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < k; j++) {
+        double s = 0, s2 = 0;
+        for (long long i = 0; i < ds->n; i++) {
+            double t = ds->targets[(size_t)i * k + j];
+            s += t;
+            s2 += t * t;
+        }
+        double m = ds->n ? s / (double)ds->n : 0.0;
+        double var = ds->n ? s2 / (double)ds->n - m * m : 0.0;
+        norm->target_mean[j] = (float)m;
+        norm->target_std[j] = (float)(var > 1e-12 ? sqrt(var) : 1.0);
+    }
+    norm->n_target = k;
+    return CNN_OK;
+}
+
 enum cnn_status cnn_norm_setup(struct cnn_norm *norm,
                                const struct cnn_data_config *cfg,
                                const struct cnn_dataset *ds,
@@ -25,37 +102,65 @@ enum cnn_status cnn_norm_setup(struct cnn_norm *norm,
         norm->mean[c] = 0.0f;
         norm->std[c] = 1.0f;
     }
+    size_t hw = (size_t)ds->shape.h * ds->shape.w;
     if (cfg->normalize_auto) {
-        size_t hw = (size_t)ds->shape.h * ds->shape.w;
+        for (int c = 0; c < C; c++)
+            moments(ds, c * hw, (size_t)C * hw, hw, &norm->mean[c],
+                    &norm->std[c]);
+    } else if (cfg->n_mean > 0) {
+        if (cfg->n_mean != 1 && cfg->n_mean != C)
+            return cnn_error_set(err, CNN_ERR_CONFIG, "data.normalize has %d "
+                                 "values per list but the examples have %d "
+                                 "channels", cfg->n_mean, C);
         for (int c = 0; c < C; c++) {
-            double sum = 0, sq = 0;
-            for (long long i = 0; i < ds->n; i++) {
-                const uint8_t *p = ds->pixels + (i * C + c) * hw;
-                for (size_t j = 0; j < hw; j++) {
-                    double v = p[j] / 255.0;
-                    sum += v;
-                    sq += v * v;
-                }
-            }
-            double count = (double)ds->n * hw;
-            double mean = sum / count;
-            double var = sq / count - mean * mean;
-            norm->mean[c] = (float)mean;
-            norm->std[c] = (float)(var > 1e-12 ? sqrt(var) : 1.0);
+            norm->mean[c] = cfg->mean[cfg->n_mean == 1 ? 0 : c];
+            norm->std[c] = cfg->std[cfg->n_std == 1 ? 0 : c];
         }
-        return CNN_OK;
     }
-    if (cfg->n_mean == 0)
-        return CNN_OK;
-    if (cfg->n_mean != 1 && cfg->n_mean != C)
-        return cnn_error_set(err, CNN_ERR_CONFIG, "data.normalize has %d "
-                             "values per list but the images have %d "
-                             "channels", cfg->n_mean, C);
-    for (int c = 0; c < C; c++) {
-        norm->mean[c] = cfg->mean[cfg->n_mean == 1 ? 0 : c];
-        norm->std[c] = cfg->std[cfg->n_std == 1 ? 0 : c];
+    return cfg->standardize ? standardize(norm, ds, err) : CNN_OK;
+}
+
+void cnn_norm_apply(const struct cnn_norm *norm, const struct cnn_dataset *ds,
+                    long long i, float *x)
+{
+    struct cnn_shape s = ds->shape;
+    size_t hw = (size_t)s.h * s.w, size = (size_t)s.c * hw;
+    size_t at = (size_t)i * size;
+    for (int c = 0; c < s.c; c++) {
+        float shift = norm->mean[c] / norm->std[c];
+        if (ds->pixels) {
+            const uint8_t *p = ds->pixels + at + c * hw;
+            float scale = 1.0f / (255.0f * norm->std[c]);
+            for (size_t j = 0; j < hw; j++)
+                x[c * hw + j] = p[j] * scale - shift;
+        } else {
+            const float *p = ds->features + at + c * hw;
+            float scale = 1.0f / norm->std[c];
+            for (size_t j = 0; j < hw; j++)
+                x[c * hw + j] = p[j] * scale - shift;
+        }
     }
-    return CNN_OK;
+    for (int j = 0; j < norm->n_feat; j++)
+        x[j] = (x[j] - norm->feat_mean[j]) / norm->feat_std[j];
+}
+
+void cnn_norm_unscale_targets(const struct cnn_norm *norm, float *y, int k)
+{
+    for (int j = 0; j < k && j < norm->n_target; j++)
+        y[j] = y[j] * norm->target_std[j] + norm->target_mean[j];
+}
+
+void cnn_norm_free(struct cnn_norm *norm)
+{
+    if (!norm)
+        return;
+    free(norm->feat_mean);
+    free(norm->feat_std);
+    free(norm->target_mean);
+    free(norm->target_std);
+    norm->feat_mean = norm->feat_std = NULL;
+    norm->target_mean = norm->target_std = NULL;
+    norm->n_feat = norm->n_target = 0;
 }
 
 enum cnn_status cnn_loader_init(struct cnn_loader *ld,
@@ -115,7 +220,10 @@ static void augment(const struct cnn_loader *ld, float *x, float *tmp,
     if (dy || dx || flip) {
         memcpy(tmp, x, cnn_shape_size(s) * sizeof *tmp);
         for (int c = 0; c < s.c; c++) {
-            float black = -ld->norm->mean[c] / ld->norm->std[c];
+            /* Padding is black: what a 0 pixel becomes (per channel;
+             * standardized inputs pad with their mean, 0). */
+            float black = ld->norm->n_feat ? 0.0f
+                          : -ld->norm->mean[c] / ld->norm->std[c];
             for (int y = 0; y < s.h; y++)
                 for (int xx = 0; xx < s.w; xx++) {
                     int sy = y + dy, sx = (flip ? s.w - 1 - xx : xx) + dx;
@@ -139,25 +247,28 @@ static void augment(const struct cnn_loader *ld, float *x, float *tmp,
     }
 }
 
-int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels)
+int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels,
+                    float *targets)
 {
     const struct cnn_dataset *ds = ld->ds;
+    const struct cnn_norm *norm = ld->norm;
     long long left = ds->n - ld->pos;
     int n = left < ld->batch ? (int)left : ld->batch;
     size_t size = cnn_shape_size(ds->shape);
-    size_t hw = (size_t)ds->shape.h * ds->shape.w;
+    int k = ds->n_targets;
 
     for (int i = 0; i < n; i++) {
-        uint32_t k = ld->order[ld->pos + i];
-        const uint8_t *src = ds->pixels + (size_t)k * size;
+        uint32_t e = ld->order[ld->pos + i];
         float *dst = x + (size_t)i * size;
-        for (int c = 0; c < ds->shape.c; c++) {
-            float scale = 1.0f / (255.0f * ld->norm->std[c]);
-            float shift = ld->norm->mean[c] / ld->norm->std[c];
-            for (size_t j = 0; j < hw; j++)
-                dst[c * hw + j] = src[c * hw + j] * scale - shift;
+        cnn_norm_apply(norm, ds, e, dst);
+        if (ds->labels && labels)
+            labels[i] = ds->labels[e];
+        for (int j = 0; ds->targets && targets && j < k; j++) {
+            float t = ds->targets[(size_t)e * k + j];
+            if (j < norm->n_target)
+                t = (t - norm->target_mean[j]) / norm->target_std[j];
+            targets[(size_t)i * k + j] = t;
         }
-        labels[i] = ds->labels[k];
         if (ld->augment)
             augment(ld, dst, ld->scratch, ld->pos + i);
     }

@@ -8,7 +8,10 @@
 
 static const char HEADER[] = "epoch,step,lr,train_loss,train_acc,test_loss,"
                              "test_acc,images_per_s,elapsed_s,grad_norm,"
-                             "skipped_steps\n";
+                             "skipped_steps,val_loss,val_acc,"
+                             "train_mse,train_rmse,train_mae,train_r2,"
+                             "val_mse,val_rmse,val_mae,val_r2,"
+                             "test_mse,test_rmse,test_mae,test_r2\n";
 
 struct cnn_metrics_row cnn_metrics_row_empty(long long epoch, long long step)
 {
@@ -16,7 +19,9 @@ struct cnn_metrics_row cnn_metrics_row_empty(long long epoch, long long step)
         .epoch = epoch, .step = step, .lr = NAN, .train_loss = NAN,
         .train_acc = NAN, .test_loss = NAN, .test_acc = NAN,
         .images_per_s = NAN, .elapsed_s = NAN, .grad_norm = NAN,
-        .skipped_steps = NAN,
+        .skipped_steps = NAN, .val_loss = NAN, .val_acc = NAN,
+        .train_reg = {NAN, NAN, NAN, NAN}, .val_reg = {NAN, NAN, NAN, NAN},
+        .test_reg = {NAN, NAN, NAN, NAN},
     };
 }
 
@@ -49,6 +54,16 @@ void cnn_metrics_write(FILE *f, const struct cnn_metrics_row *r)
     cell(f, r->elapsed_s, "%.3f");
     cell(f, r->grad_norm, "%.6g");
     cell(f, r->skipped_steps, "%.0f");
+    cell(f, r->val_loss, "%.6f");
+    cell(f, r->val_acc, "%.6f");
+    const struct cnn_regression_metrics *m[] = {&r->train_reg, &r->val_reg,
+                                                &r->test_reg};
+    for (int i = 0; i < 3; i++) {
+        cell(f, m[i]->mse, "%.6g");
+        cell(f, m[i]->rmse, "%.6g");
+        cell(f, m[i]->mae, "%.6g");
+        cell(f, m[i]->r2, "%.6f");
+    }
     fputc('\n', f);
     fflush(f);
 }

@@ -1,7 +1,8 @@
 /*
  * The SVG chart of runs: training loss against step on a log scale and
  * test accuracy against epoch, side by side, with a legend of the runs
- * on the right. Plain SVG 1.1 text, no scripts and no external fonts, so
+ * on the right; and the chart of one run's gradient norms, a line per
+ * layer colored by depth, from the same pieces. Plain SVG 1.1 text, no scripts and no external fonts, so
  * a browser shows it and an XML parser reads it. Run labels are escaped
  * and anything that is not valid UTF-8 becomes U+FFFD.
  *
@@ -13,6 +14,7 @@
 #include "cnn/runs.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum {
@@ -29,6 +31,8 @@ enum {
     LEGEND_TOP = 62,
     LEGEND_CHARS = 22,      /* longer labels are cut, in full on hover */
     LEGEND_ROWS = (HEIGHT - LEGEND_TOP - 16) / LEGEND_ROW,
+    GRADS_LEGEND_W = 250,   /* nested layer names are long */
+    GRADS_LEGEND_CHARS = 34,
 };
 
 /* Tableau's ten, less grey and olive; past eight runs the colors come
@@ -327,27 +331,68 @@ static void draw_titles(FILE *out, const struct panel *p)
                 "fill=\"#777\">%s</text>\n", mid_x, mid_y, p->empty_note);
 }
 
-/* The stroke attributes of run i: its color, and a dash pattern once
- * the palette has come round. */
-static void stroke_style(FILE *out, int i)
+/* How one line is drawn: a color, and a dash pattern or none. */
+struct style {
+    char color[8];
+    const char *dash;
+};
+
+/* Run i: the palette, with dashes once it has come round. */
+static struct style run_style(int i)
 {
-    fprintf(out, " stroke=\"%s\"", palette[i % N_COLORS]);
-    const char *dash = dashes[(i / N_COLORS) % N_DASHES];
-    if (*dash)
-        fprintf(out, " stroke-dasharray=\"%s\"", dash);
+    struct style st = {.dash = dashes[(i / N_COLORS) % N_DASHES]};
+    snprintf(st.color, sizeof st.color, "%s", palette[i % N_COLORS]);
+    return st;
 }
 
-static void draw_marker(FILE *out, double x, double y, int i)
+/* Layer i of n, by depth: a ramp from dark blue through teal and green
+ * to yellow (viridis' anchors), so the first layers and the last are
+ * told apart at a glance however many there are. */
+static struct style depth_style(int i, int n)
+{
+    static const unsigned char ramp[][3] = {
+        {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98},
+        {253, 231, 37},
+    };
+    enum { N_RAMP = sizeof ramp / sizeof ramp[0] };
+    double t = n > 1 ? (double)i / (n - 1) * (N_RAMP - 1) : 0;
+    int k = t >= N_RAMP - 1 ? N_RAMP - 2 : (int)t;
+    double f = t - k;
+    struct style st = {.dash = ""};
+    unsigned char c[3];
+    for (int j = 0; j < 3; j++)
+        c[j] = (unsigned char)lround(ramp[k][j] + f * (ramp[k + 1][j] -
+                                                       ramp[k][j]));
+    snprintf(st.color, sizeof st.color, "#%02x%02x%02x", c[0], c[1], c[2]);
+    return st;
+}
+
+static void stroke_style(FILE *out, const struct style *st)
+{
+    fprintf(out, " stroke=\"%s\"", st->color);
+    if (*st->dash)
+        fprintf(out, " stroke-dasharray=\"%s\"", st->dash);
+}
+
+static void draw_marker(FILE *out, double x, double y, const struct style *st)
 {
     fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
-            x, y, palette[i % N_COLORS]);
+            x, y, st->color);
 }
 
-/* Run i's series as a line, with a marker on each point when markers
- * (and on a lone point always, which a line cannot show). */
+/* One line of a chart: a labeled series and how it is drawn. */
+struct line {
+    const char *label;
+    const struct cnn_series *s;
+    struct style st;
+};
+
+/* A series as a line, with a marker on each point when markers (and on
+ * a lone point always, which a line cannot show). */
 static void draw_series(FILE *out, const struct panel *p,
-                        const struct cnn_series *s, int i, bool markers)
+                        const struct line *ln, bool markers)
 {
+    const struct cnn_series *s = ln->s;
     size_t n = 0;
     for (size_t k = 0; k < s->n; k++)
         n += plottable(p, s->x[k], s->y[k]);
@@ -357,7 +402,7 @@ static void draw_series(FILE *out, const struct panel *p,
     if (n > 1) {
         fputs("<polyline fill=\"none\" stroke-width=\"1.5\" "
               "stroke-linejoin=\"round\"", out);
-        stroke_style(out, i);
+        stroke_style(out, &ln->st);
         const char *sep = " points=\"";
         for (size_t k = 0; k < s->n; k++)
             if (plottable(p, s->x[k], s->y[k])) {
@@ -370,11 +415,12 @@ static void draw_series(FILE *out, const struct panel *p,
     if (markers || n == 1)
         for (size_t k = 0; k < s->n; k++)
             if (plottable(p, s->x[k], s->y[k]))
-                draw_marker(out, px_x(p, s->x[k]), px_y(p, s->y[k]), i);
+                draw_marker(out, px_x(p, s->x[k]), px_y(p, s->y[k]),
+                            &ln->st);
 }
 
 static void draw_panel(FILE *out, const struct panel *p,
-                       const struct cnn_run *runs, int n_runs, bool loss)
+                       const struct line *lines, int n_lines, bool markers)
 {
     fprintf(out, "<g class=\"panel\">\n");
     draw_x_ticks(out, p);
@@ -385,42 +431,51 @@ static void draw_panel(FILE *out, const struct panel *p,
             "fill=\"none\" stroke=\"#333\"/>\n", p->left, p->top,
             p->right - p->left, p->bottom - p->top);
     draw_titles(out, p);
-    for (int i = 0; i < n_runs; i++)
-        draw_series(out, p, loss ? &runs[i].loss : &runs[i].acc, i, !loss);
+    for (int i = 0; i < n_lines; i++)
+        draw_series(out, p, &lines[i], markers);
     fprintf(out, "</g>\n");
 }
 
-static void draw_legend_entry(FILE *out, const struct cnn_run *run, int i,
-                              double x, double y)
+/* Where a legend goes and how much of it fits. */
+struct legend {
+    const char *title;
+    double x;
+    int rows;                   /* rows that fit */
+    int chars;                  /* longer labels are cut, whole on hover */
+};
+
+static void draw_legend_entry(FILE *out, const struct legend *lg,
+                              const struct line *ln, double y)
 {
+    double x = lg->x;
     fputs("<g>\n<title>", out);
-    xml_text(out, run->label, 0);
+    xml_text(out, ln->label, 0);
     fputs("</title>\n", out);
     fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
             "stroke-width=\"2\"", x, y, x + 24, y);
-    stroke_style(out, i);
+    stroke_style(out, &ln->st);
     fputs("/>\n", out);
-    draw_marker(out, x + 12, y, i);
+    draw_marker(out, x + 12, y, &ln->st);
     fprintf(out, "<text x=\"%.1f\" y=\"%.1f\">", x + 30, y + 4);
-    xml_text(out, run->label, LEGEND_CHARS);
+    xml_text(out, ln->label, lg->chars);
     fputs("</text>\n</g>\n", out);
 }
 
-/* One row per run, down the right edge; past what fits, a count. */
-static void draw_legend(FILE *out, const struct cnn_run *runs, int n_runs)
+/* One row per line, down the right edge; past what fits, a count. */
+static void draw_legend(FILE *out, const struct legend *lg,
+                        const struct line *lines, int n_lines)
 {
-    double x = 2 * PANEL_W + 8;
     fprintf(out, "<g class=\"legend\">\n<text x=\"%.1f\" y=\"%d\" "
-            "font-size=\"12\" font-weight=\"bold\">runs</text>\n", x,
-            MARGIN_T);
-    int rows = n_runs <= LEGEND_ROWS ? n_runs : LEGEND_ROWS - 1;
+            "font-size=\"12\" font-weight=\"bold\">%s</text>\n", lg->x,
+            MARGIN_T, lg->title);
+    int rows = n_lines <= lg->rows ? n_lines : lg->rows - 1;
     for (int i = 0; i < rows; i++)
-        draw_legend_entry(out, &runs[i], i, x,
+        draw_legend_entry(out, lg, &lines[i],
                           LEGEND_TOP + (double)i * LEGEND_ROW);
-    if (rows < n_runs)
+    if (rows < n_lines)
         fprintf(out, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#777\">and %d "
-                "more</text>\n", x, LEGEND_TOP + rows * LEGEND_ROW + 4.0,
-                n_runs - rows);
+                "more</text>\n", lg->x, LEGEND_TOP + rows * LEGEND_ROW + 4.0,
+                n_lines - rows);
     fputs("</g>\n", out);
 }
 
@@ -436,16 +491,17 @@ static void range_add(struct range *r, double v)
     r->max = fmax(r->max, v);
 }
 
-/* Sets the panel's axes from the points it can show. */
-static void fit_axes(struct panel *p, const struct cnn_run *runs, int n_runs,
-                     bool loss)
+/* Sets the panel's axes from the points of lines it can show: on a log
+ * y axis, only values above 0. */
+static void fit_axes(struct panel *p, const struct line *lines, int n_lines,
+                     bool log_y)
 {
     struct range x = {INFINITY, -INFINITY}, y = {INFINITY, -INFINITY};
-    for (int i = 0; i < n_runs; i++) {
-        const struct cnn_series *s = loss ? &runs[i].loss : &runs[i].acc;
+    for (int i = 0; i < n_lines; i++) {
+        const struct cnn_series *s = lines[i].s;
         for (size_t k = 0; k < s->n; k++) {
             if (!isfinite(s->x[k]) || !isfinite(s->y[k]) ||
-                (loss && s->y[k] <= 0))
+                (log_y && s->y[k] <= 0))
                 continue;
             range_add(&x, s->x[k]);
             range_add(&y, s->y[k]);
@@ -453,7 +509,7 @@ static void fit_axes(struct panel *p, const struct cnn_run *runs, int n_runs,
     }
     p->have_data = x.min <= x.max;
     cnn_plot_axis_linear(&p->x, x.min, x.max, true);
-    if (loss)
+    if (log_y)
         cnn_plot_axis_log(&p->y, y.min, y.max);
     else
         cnn_plot_axis_linear(&p->y, y.min, y.max, false);
@@ -465,6 +521,25 @@ static void panel_place(struct panel *p, int index)
     p->right = (index + 1) * PANEL_W - MARGIN_R;
     p->top = MARGIN_T;
     p->bottom = HEIGHT - MARGIN_B;
+}
+
+static void begin_document(FILE *out, int height, const char *title)
+{
+    fprintf(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" "
+            "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+            "font-family=\"sans-serif\" font-size=\"11\">\n"
+            "<title>%s</title>\n"
+            "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n",
+            WIDTH, height, WIDTH, height, title, WIDTH, height);
+}
+
+static enum cnn_status end_document(FILE *out, struct cnn_error *err)
+{
+    fputs("</svg>\n", out);
+    if (fflush(out) != 0 || ferror(out))
+        return cnn_error_set(err, CNN_ERR_IO, "writing the SVG failed");
+    return CNN_OK;
 }
 
 enum cnn_status cnn_plot_svg(FILE *out, const struct cnn_run *runs,
@@ -479,24 +554,61 @@ enum cnn_status cnn_plot_svg(FILE *out, const struct cnn_run *runs,
         .title = "Test accuracy", .x_title = "epoch",
         .y_title = "test accuracy", .empty_note = "no test evaluations",
     };
+    struct line *lines = calloc(2 * (size_t)(n_runs > 0 ? n_runs : 1),
+                                sizeof *lines);
+    if (!lines)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    struct line *loss_lines = lines, *acc_lines = lines + n_runs;
+    for (int i = 0; i < n_runs; i++) {
+        loss_lines[i] = (struct line){runs[i].label, &runs[i].loss,
+                                      run_style(i)};
+        acc_lines[i] = (struct line){runs[i].label, &runs[i].acc,
+                                     run_style(i)};
+    }
     panel_place(&loss, 0);
     panel_place(&acc, 1);
-    fit_axes(&loss, runs, n_runs, true);
-    fit_axes(&acc, runs, n_runs, false);
+    fit_axes(&loss, loss_lines, n_runs, true);
+    fit_axes(&acc, acc_lines, n_runs, false);
 
-    fprintf(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" "
-            "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-            "font-family=\"sans-serif\" font-size=\"11\">\n"
-            "<title>cnn-train: training loss and test accuracy</title>\n"
-            "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n",
-            WIDTH, HEIGHT, WIDTH, HEIGHT, WIDTH, HEIGHT);
-    draw_panel(out, &loss, runs, n_runs, true);
-    draw_panel(out, &acc, runs, n_runs, false);
-    draw_legend(out, runs, n_runs);
-    fputs("</svg>\n", out);
+    const struct legend lg = {.title = "runs", .x = 2 * PANEL_W + 8,
+                              .rows = LEGEND_ROWS, .chars = LEGEND_CHARS};
+    begin_document(out, HEIGHT, "cnn-train: training loss and test "
+                   "accuracy");
+    draw_panel(out, &loss, loss_lines, n_runs, false);
+    draw_panel(out, &acc, acc_lines, n_runs, true);
+    draw_legend(out, &lg, loss_lines, n_runs);
+    free(lines);
+    return end_document(out, err);
+}
 
-    if (fflush(out) != 0 || ferror(out))
-        return cnn_error_set(err, CNN_ERR_IO, "writing the SVG failed");
-    return CNN_OK;
+enum cnn_status cnn_plot_grads_svg(FILE *out, const struct cnn_grad_curves *g,
+                                   struct cnn_error *err)
+{
+    int n = g->n_layers;
+    /* Every layer gets a legend row: the chart grows to hold them. */
+    int height = LEGEND_TOP + n * LEGEND_ROW + 16;
+    height = height > HEIGHT ? height : HEIGHT;
+    struct panel p = {
+        .title = "Gradient norm per layer", .x_title = "step",
+        .y_title = "gradient L2 norm (log scale)",
+        .empty_note = "no rows in grad_stats.csv",
+        .left = MARGIN_L, .right = WIDTH - GRADS_LEGEND_W - MARGIN_R,
+        .top = MARGIN_T, .bottom = height - MARGIN_B,
+    };
+    struct line *lines = calloc(n > 0 ? (size_t)n : 1, sizeof *lines);
+    if (!lines)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        lines[i] = (struct line){g->names[i], &g->norms[i],
+                                 depth_style(i, n)};
+    fit_axes(&p, lines, n, true);
+
+    const struct legend lg = {.title = "layers, input first",
+                              .x = WIDTH - GRADS_LEGEND_W + 8, .rows = n + 1,
+                              .chars = GRADS_LEGEND_CHARS};
+    begin_document(out, height, "cnn-train: gradient norm per layer");
+    draw_panel(out, &p, lines, n, false);
+    draw_legend(out, &lg, lines, n);
+    free(lines);
+    return end_document(out, err);
 }

@@ -59,7 +59,7 @@ void cnn_run_free(struct cnn_run *run)
     run_init(run);
 }
 
-static bool series_push(struct cnn_series *s, double x, double y)
+bool cnn_series_push(struct cnn_series *s, double x, double y)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 64;
@@ -281,7 +281,7 @@ static enum cnn_status take_row(struct cnn_run *run, struct tally *t,
                                            : fmax(run->seconds, elapsed);
 
     if (!isnan(v[COL_TRAIN_LOSS])) {
-        if (!series_push(&run->loss, v[COL_STEP], v[COL_TRAIN_LOSS]))
+        if (!cnn_series_push(&run->loss, v[COL_STEP], v[COL_TRAIN_LOSS]))
             return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
         run->final_train_loss = v[COL_TRAIN_LOSS];
         /* images_per_s covers the time since the last training row. */
@@ -291,7 +291,7 @@ static enum cnn_status take_row(struct cnn_run *run, struct tally *t,
         }
     }
     if (!isnan(v[COL_TEST_ACC])) {
-        if (!series_push(&run->acc, epoch, v[COL_TEST_ACC]))
+        if (!cnn_series_push(&run->acc, epoch, v[COL_TEST_ACC]))
             return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
         run->final_test_acc = v[COL_TEST_ACC];
         if (isnan(run->best_test_acc) || v[COL_TEST_ACC] > run->best_test_acc) {
