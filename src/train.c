@@ -372,9 +372,12 @@ static void log_interval(struct loop *L)
     }
     cnn_metrics_write(L->metrics, &r);
 
-    cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f acc=%.4f lr=%.4g "
+    char acc[32] = "";
+    if (!isnan(r.train_acc))
+        snprintf(acc, sizeof acc, " acc=%.4f", r.train_acc);
+    cnn_log_step(L->log, "epoch=%lld step=%lld loss=%.4f%s lr=%.4g "
                  "grad_norm=%.4g images_per_s=%.0f elapsed_s=%.1f",
-                 rs->epoch + 1, rs->step, r.train_loss, r.train_acc, r.lr,
+                 rs->epoch + 1, rs->step, r.train_loss, acc, r.lr,
                  r.grad_norm, r.images_per_s, r.elapsed_s);
     rs->sum_loss = rs->sum_norm = 0;
     rs->sum_correct = rs->sum_examples = rs->interval_steps = 0;
@@ -1172,8 +1175,11 @@ static enum cnn_status finish(struct loop *L, struct cnn_train_result *res,
     res->images_per_s = images_per_s;
     if (st == CNN_OK)
         cnn_log_info(L->log, "done: %lld steps in %.1f s of training; "
-                     "test_acc=%.4f; weights in %s/model.safetensors",
-                     rs->step, rs->train_seconds, rs->test_acc, L->rd.path);
+                     "%s=%.4f; weights in %s/model.safetensors", rs->step,
+                     rs->train_seconds, L->s->regression ? "test_r2"
+                                                         : "test_acc",
+                     L->s->regression ? L->test_reg.r2 : rs->test_acc,
+                     L->rd.path);
     return st;
 }
 
