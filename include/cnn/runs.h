@@ -43,11 +43,14 @@ struct cnn_run {
     double final_test_acc;
     double best_test_acc;
     long long best_epoch;       /* the epoch of best_test_acc */
+    double final_test_rmse;     /* regression runs */
+    double final_test_r2;
     long long params;
     long long optimizer_state_bytes;
     bool has_summary;           /* run.json was read */
     struct cnn_series loss;     /* train_loss against step */
     struct cnn_series acc;      /* test_acc against epoch */
+    struct cnn_series r2;       /* test_r2 against epoch (regression) */
 };
 
 /* Reads the run directory dir into run. metrics.csv must be there, and

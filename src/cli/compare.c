@@ -2,7 +2,8 @@
  * cnn-train compare RUN_DIR... [--csv]: one row per run on stdout, in
  * the order given: optimizer, learning rate, steps, final training loss,
  * best test accuracy and the epoch it came at, wall time, speed and the
- * optimizer's state memory. Aligned columns with "-" for what a run does
+ * optimizer's state memory (and, when a run is a regression, its final
+ * test RMSE and R²). Aligned columns with "-" for what a run does
  * not tell; with --csv, a header and plain comma-separated rows with
  * empty cells instead, and memory in bytes. Every run is read before
  * anything is printed, so a broken one gives only its error.
@@ -25,6 +26,8 @@ enum column {
     COL_LOSS,
     COL_ACC,
     COL_EPOCH,
+    COL_RMSE,
+    COL_R2,
     COL_TIME,
     COL_SPEED,
     COL_MEMORY,
@@ -35,6 +38,7 @@ static const struct {
     const char *title;          /* in the table */
     const char *csv;            /* in the --csv header */
     bool text;                  /* left-aligned */
+    bool optional;              /* shown only when some run has it */
 } columns[N_COLUMNS] = {
     [COL_RUN] = {"run", "run", true},
     [COL_OPTIMIZER] = {"optimizer", "optimizer", true},
@@ -43,6 +47,8 @@ static const struct {
     [COL_LOSS] = {"final_loss", "final_train_loss", false},
     [COL_ACC] = {"best_acc", "best_test_acc", false},
     [COL_EPOCH] = {"at_epoch", "best_epoch", false},
+    [COL_RMSE] = {"test_rmse", "final_test_rmse", false, true},
+    [COL_R2] = {"test_r2", "final_test_r2", false, true},
     [COL_TIME] = {"time_s", "seconds", false},
     [COL_SPEED] = {"images/s", "images_per_s", false},
     [COL_MEMORY] = {"opt_memory", "optimizer_state_bytes", false},
@@ -86,6 +92,8 @@ static void fill_row(struct row *row, const struct cnn_run *r, bool csv)
     number(row, COL_LOSS, none, csv ? "%.6g" : "%.4f", r->final_train_loss);
     number(row, COL_ACC, none, csv ? "%.6g" : "%.4f", r->best_test_acc);
     count(row, COL_EPOCH, none, r->best_epoch);
+    number(row, COL_RMSE, none, csv ? "%.6g" : "%.4g", r->final_test_rmse);
+    number(row, COL_R2, none, csv ? "%.6g" : "%.4f", r->final_test_r2);
     number(row, COL_TIME, none, csv ? "%.3f" : "%.1f", r->seconds);
     number(row, COL_SPEED, none, csv ? "%.1f" : "%.0f", r->images_per_s);
     if (csv || r->optimizer_state_bytes < 0) {
@@ -118,9 +126,29 @@ static void print_cell(const char *s, int width, bool left, bool last)
     fputs(last ? "\n" : "  ", stdout);
 }
 
-static void print_table(const struct row *rows, int n_rows)
+/* Whether column c is printed: always, or for an optional one, when some
+ * row has a value in it. */
+static bool shown(const struct row *rows, int n_rows, int c)
 {
-    int width[N_COLUMNS];
+    for (int i = 0; columns[c].optional && i < n_rows; i++)
+        if (rows[i].cell[c] == rows[i].buf[c])
+            return true;
+    return !columns[c].optional;
+}
+
+/* The last printed column, where a line ends. */
+static int last_shown(const bool show[N_COLUMNS])
+{
+    int last = 0;
+    for (int c = 0; c < N_COLUMNS; c++)
+        last = show[c] ? c : last;
+    return last;
+}
+
+static void print_table(const struct row *rows, int n_rows,
+                        const bool show[N_COLUMNS])
+{
+    int width[N_COLUMNS], last = last_shown(show);
     for (int c = 0; c < N_COLUMNS; c++) {
         width[c] = text_width(columns[c].title);
         for (int i = 0; i < n_rows; i++) {
@@ -129,12 +157,14 @@ static void print_table(const struct row *rows, int n_rows)
         }
     }
     for (int c = 0; c < N_COLUMNS; c++)
-        print_cell(columns[c].title, width[c], columns[c].text,
-                   c == N_COLUMNS - 1);
+        if (show[c])
+            print_cell(columns[c].title, width[c], columns[c].text,
+                       c == last);
     for (int i = 0; i < n_rows; i++)
         for (int c = 0; c < N_COLUMNS; c++)
-            print_cell(rows[i].cell[c], width[c], columns[c].text,
-                       c == N_COLUMNS - 1);
+            if (show[c])
+                print_cell(rows[i].cell[c], width[c], columns[c].text,
+                           c == last);
 }
 
 /* A CSV cell, quoted when it holds a comma, a quote or a line break. */
@@ -154,13 +184,17 @@ static void print_csv_cell(const char *s, bool last)
     putchar(last ? '\n' : ',');
 }
 
-static void print_csv(const struct row *rows, int n_rows)
+static void print_csv(const struct row *rows, int n_rows,
+                      const bool show[N_COLUMNS])
 {
+    int last = last_shown(show);
     for (int c = 0; c < N_COLUMNS; c++)
-        print_csv_cell(columns[c].csv, c == N_COLUMNS - 1);
+        if (show[c])
+            print_csv_cell(columns[c].csv, c == last);
     for (int i = 0; i < n_rows; i++)
         for (int c = 0; c < N_COLUMNS; c++)
-            print_csv_cell(rows[i].cell[c], c == N_COLUMNS - 1);
+            if (show[c])
+                print_csv_cell(rows[i].cell[c], c == last);
 }
 
 /* Returns -1 to go on, or the exit code to stop with. */
@@ -211,12 +245,15 @@ int cli_compare(int argc, char **argv)
 
     struct row *rows = calloc((size_t)n, sizeof *rows);
     if (rows) {
+        bool show[N_COLUMNS];
         for (int i = 0; i < n; i++)
             fill_row(&rows[i], &runs[i], csv);
+        for (int c = 0; c < N_COLUMNS; c++)
+            show[c] = shown(rows, n, c);
         if (csv)
-            print_csv(rows, n);
+            print_csv(rows, n, show);
         else
-            print_table(rows, n);
+            print_table(rows, n, show);
         if (fflush(stdout) != 0 || ferror(stdout))
             st = cnn_error_set(&err, CNN_ERR_IO, "cannot write to standard "
                                "output: %s", strerror(errno));

@@ -559,10 +559,19 @@ enum cnn_status cnn_plot_svg(FILE *out, const struct cnn_run *runs,
     if (!lines)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     struct line *loss_lines = lines, *acc_lines = lines + n_runs;
+    /* Regression runs have no accuracy: their panel shows test R². */
+    bool r2 = n_runs > 0;
+    for (int i = 0; i < n_runs; i++)
+        r2 &= runs[i].acc.n == 0 && runs[i].r2.n > 0;
+    if (r2) {
+        acc.title = "Test R\u00b2";
+        acc.y_title = "test R\u00b2";
+    }
     for (int i = 0; i < n_runs; i++) {
         loss_lines[i] = (struct line){runs[i].label, &runs[i].loss,
                                       run_style(i)};
-        acc_lines[i] = (struct line){runs[i].label, &runs[i].acc,
+        acc_lines[i] = (struct line){runs[i].label,
+                                     r2 ? &runs[i].r2 : &runs[i].acc,
                                      run_style(i)};
     }
     panel_place(&loss, 0);

@@ -35,6 +35,7 @@ static void run_init(struct cnn_run *run)
     memset(run, 0, sizeof *run);
     run->lr = run->seconds = run->images_per_s = NAN;
     run->final_train_loss = run->final_test_acc = run->best_test_acc = NAN;
+    run->final_test_rmse = run->final_test_r2 = NAN;
     run->epochs = run->steps = run->best_epoch = -1;
     run->params = run->optimizer_state_bytes = -1;
 }
@@ -56,6 +57,7 @@ void cnn_run_free(struct cnn_run *run)
     free(run->optimizer);
     series_free(&run->loss);
     series_free(&run->acc);
+    series_free(&run->r2);
     run_init(run);
 }
 
@@ -139,6 +141,8 @@ enum column {
     COL_TEST_ACC,
     COL_IMAGES_PER_S,
     COL_ELAPSED_S,
+    COL_TEST_RMSE,
+    COL_TEST_R2,
     N_COLUMNS,
 };
 
@@ -152,6 +156,8 @@ static const struct {
     [COL_TEST_ACC] = {"test_acc", true},
     [COL_IMAGES_PER_S] = {"images_per_s", false},
     [COL_ELAPSED_S] = {"elapsed_s", false},
+    [COL_TEST_RMSE] = {"test_rmse", false},     /* from version 0.2 */
+    [COL_TEST_R2] = {"test_r2", false},
 };
 
 struct csv {
@@ -299,6 +305,13 @@ static enum cnn_status take_row(struct cnn_run *run, struct tally *t,
             run->best_epoch = (long long)epoch;
         }
     }
+    if (!isnan(v[COL_TEST_R2])) {
+        if (!cnn_series_push(&run->r2, epoch, v[COL_TEST_R2]))
+            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+        run->final_test_r2 = v[COL_TEST_R2];
+    }
+    if (!isnan(v[COL_TEST_RMSE]))
+        run->final_test_rmse = v[COL_TEST_RMSE];
     return CNN_OK;
 }
 
@@ -683,6 +696,9 @@ static const struct {
     {"final_test_acc", FIELD_NUMBER, offsetof(struct cnn_run, final_test_acc)},
     {"best_test_acc", FIELD_NUMBER, offsetof(struct cnn_run, best_test_acc)},
     {"best_epoch", FIELD_COUNT, offsetof(struct cnn_run, best_epoch)},
+    {"final_test_rmse", FIELD_NUMBER,
+     offsetof(struct cnn_run, final_test_rmse)},
+    {"final_test_r2", FIELD_NUMBER, offsetof(struct cnn_run, final_test_r2)},
     {"params", FIELD_COUNT, offsetof(struct cnn_run, params)},
     {"optimizer_state_bytes", FIELD_COUNT,
      offsetof(struct cnn_run, optimizer_state_bytes)},
