@@ -62,6 +62,13 @@ static enum cnn_status read_text(const char *path, char **out,
             st = cnn_error_at(err, CNN_ERR_DATA, path, "corrupt file: %s",
                               gzerror(f, &code));
         } else if (r == 0) {
+            /* A gzip stream cut short ends without a read error; zlib
+             * says so only here. */
+            int code;
+            const char *msg = gzerror(f, &code);
+            if (code != Z_OK)
+                st = cnn_error_at(err, CNN_ERR_DATA, path, "corrupt or "
+                                  "truncated gzip data: %s", msg);
             break;
         }
         len += r > 0 ? (size_t)r : 0;

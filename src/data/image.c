@@ -122,9 +122,13 @@ static void jpeg_fail(j_common_ptr cinfo)
     longjmp(f->jump, 1);
 }
 
-static void jpeg_quiet(j_common_ptr cinfo, int level)
+/* Warnings (level -1) mean damaged data that libjpeg papered over, such
+ * as a file cut short: kept, to refuse the image afterwards. */
+static void jpeg_warning(j_common_ptr cinfo, int level)
 {
-    (void)cinfo, (void)level;   /* warnings of a readable file: ignored */
+    struct jpeg_failure *f = (struct jpeg_failure *)cinfo->err;
+    if (level < 0 && f->mgr.num_warnings++ == 0)
+        (*cinfo->err->format_message)(cinfo, f->message);
 }
 
 static enum cnn_status read_jpeg(const char *path, FILE *f, int channels,
@@ -135,7 +139,7 @@ static enum cnn_status read_jpeg(const char *path, FILE *f, int channels,
     uint8_t *volatile packed = NULL;
     cinfo.err = jpeg_std_error(&fail.mgr);
     fail.mgr.error_exit = jpeg_fail;
-    fail.mgr.emit_message = jpeg_quiet;
+    fail.mgr.emit_message = jpeg_warning;
     if (setjmp(fail.jump)) {
         jpeg_destroy_decompress(&cinfo);
         free(packed);
@@ -167,6 +171,11 @@ static enum cnn_status read_jpeg(const char *path, FILE *f, int channels,
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
+    if (fail.mgr.num_warnings > 0) {
+        free(packed);
+        return cnn_error_at(err, CNN_ERR_DATA, path, "damaged JPEG: %s",
+                            fail.message);
+    }
     img->c = c;
     img->h = (int)h;
     img->w = (int)w;
