@@ -829,6 +829,15 @@ static enum cnn_status resolve_data(struct cnn_config *cfg,
             [CNN_FORMAT_FOLDER] = "train: {root: ...}"};
         return cnn_node_error(err, data, "missing '%s'", needs[d->format]);
     }
+    if (d->format == CNN_FORMAT_CSV && cnn_split_given(&d->test) &&
+        !d->train.targets != !d->test.targets)
+        return cnn_node_error(err, cnn_node_get(data, "test"), "%s; both "
+                              "splits read their targets the same way",
+                              d->train.targets
+                                  ? "has no 'targets' file, but data.train "
+                                    "has one"
+                                  : "has a 'targets' file, but data.train "
+                                    "has none");
     if (d->task == CNN_TASK_REGRESS && d->format != CNN_FORMAT_CSV)
         return cnn_node_error(err, cnn_node_get(data, "task"), "regression "
                               "targets are read from CSV files only "

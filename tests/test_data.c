@@ -1023,15 +1023,12 @@ static void test_csv_truncated_gzip(void **state)
     assert_int_equal(strncmp(err.where, path, strlen(path)), 0);
 }
 
-/* BUG (reported, not fixed; remove the skip() with the fix): a UTF-8
- * byte order mark, as spreadsheet programs write, is taken as part of
- * the first cell. In a file without a header the first row then looks
- * like a header (its first cell is not a number) and is silently
- * dropped; in a file with one the first column cannot be named. */
+/* A UTF-8 byte order mark, as spreadsheet programs write, is not part of
+ * the first cell: without a header the first row must not look like one,
+ * and with one the first column must be found by its name. */
 static void test_csv_bom(void **state)
 {
     (void)state;
-    skip();
     struct cnn_dataset ds;
     put("t.csv", "\xef\xbb\xbf" "1,2,0\n3,4,1\n");
     load_ok(&ds, csv_plain());
@@ -1043,13 +1040,10 @@ static void test_csv_bom(void **state)
     cnn_dataset_free(&ds);
 }
 
-/* BUG (reported, not fixed): quotes do not protect spaces with the
- * whitespace delimiter, though the man page says double quotes protect
- * delimiters: "a b" is read as two fields. */
+/* Quotes protect spaces with the whitespace delimiter too. */
 static void test_csv_whitespace_quotes(void **state)
 {
     (void)state;
-    skip();
     struct cnn_dataset ds;
     put("t.csv", "1 2 \"a b\"\n3 4 \"c d\"\n");
     load_ok(&ds, csv_config("  csv: {delimiter: whitespace}\n"));
@@ -1058,14 +1052,11 @@ static void test_csv_whitespace_quotes(void **state)
     cnn_dataset_free(&ds);
 }
 
-/* BUG (reported, not fixed): with data.train.targets and a data.test
- * without targets, the test split loads with no target at all (every
- * label 0 for classification) rather than being refused, by the config
- * or by the reader. */
+/* With data.train.targets, a data.test without targets is refused (by
+ * the config or the reader), not loaded with every label 0. */
 static void test_csv_test_split_without_targets(void **state)
 {
     (void)state;
-    skip();
     put("t.csv", "1,2\n3,4\n");
     put("y.csv", "0\n1\n");
     put("u.csv", "5,6\n7,8\n");
@@ -1685,15 +1676,12 @@ static void test_image_resize(void **state)
     cnn_image_free(&img);
 }
 
-/* BUG (reported, not fixed): an image that grows along one side and
- * shrinks along the other is resized bilinearly on both, so the
- * shrinking side is sampled, not averaged: a 1x8 row 0 0 0 100 100 0 0 0
- * made 2x2 comes out all 0, where averaging each half of the row (as
- * shrinking it to 1x2 does: 25 25) gives 25 everywhere. */
+/* An image that grows along one side and shrinks along the other is
+ * averaged along the shrinking side: a 1x8 row 0 0 0 100 100 0 0 0 made
+ * 2x2 gives 25 everywhere, as shrinking it to 1x2 gives 25 25. */
 static void test_image_resize_mixed(void **state)
 {
     (void)state;
-    skip();
     struct cnn_error err = {0};
     const uint8_t row[] = {0, 0, 0, 100, 100, 0, 0, 0};
     struct cnn_image img = image_of(1, 1, 8, row);

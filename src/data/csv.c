@@ -103,7 +103,10 @@ static enum cnn_status cut_lines(struct table *t, long long skip,
     t->lines = malloc((size_t)cap * sizeof *t->lines);
     t->line_no = malloc((size_t)cap * sizeof *t->line_no);
     int no = 0;
-    for (char *p = t->text; p && *p;) {
+    char *start = t->text;
+    if (memcmp(start, "\xef\xbb\xbf", 3) == 0)
+        start += 3;     /* the UTF-8 byte order mark spreadsheets write */
+    for (char *p = start; p && *p;) {
         char *nl = strchr(p, '\n');
         if (nl)
             *nl = '\0';
@@ -162,61 +165,59 @@ static char *trim(char *s)
     return s;
 }
 
+/* A double-quoted cell starting at p (on the quote): unquoted in place,
+ * "" standing for one quote. Returns where the text after the closing
+ * quote starts. */
+static char *unquote(char *p)
+{
+    char *w = p, *r = p + 1;
+    while (*r && !(r[0] == '"' && r[1] != '"')) {
+        if (r[0] == '"')
+            r++;
+        *w++ = *r++;
+    }
+    if (*r == '"')
+        r++;
+    *w = '\0';
+    return r;
+}
+
+static bool is_blank_delim(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
 /* Splits line in place into at most max cells; returns how many there
  * were (which may exceed max: the rest are not stored). Double quotes
- * around a cell protect delimiters; "" inside stands for one quote. */
+ * around a cell protect delimiters; "" inside stands for one quote. With
+ * delim ' ', cells are separated by runs of spaces and tabs. */
 static int split_line(char *line, char delim, char **cells, int max)
 {
+    bool blanks = delim == ' ';
     int n = 0;
     char *p = line;
-    if (delim == ' ') {
-        for (;;) {
-            while (*p == ' ' || *p == '\t')
-                p++;
-            if (!*p)
-                return n;
-            if (n < max)
-                cells[n] = p;
-            n++;
-            while (*p && *p != ' ' && *p != '\t')
-                p++;
-            if (*p)
-                *p++ = '\0';
-        }
-    }
     for (;;) {
-        char *start = p;
-        while (*p == ' ')
+        while (*p == ' ' || (blanks && *p == '\t'))
             p++;
-        if (*p == '"') {
-            char *w = p, *r = p + 1;
-            while (*r && !(r[0] == '"' && r[1] != '"')) {
-                if (r[0] == '"')
-                    r++;
-                *w++ = *r++;
-            }
-            if (*r == '"')
-                r++;
-            char *after = r;
-            *w = '\0';
-            while (*after && *after != delim)
-                after++;
-            if (n < max)
-                cells[n] = p;
-            n++;
-            if (!*after)
-                return n;
-            p = after + 1;
-            continue;
+        if (blanks && !*p)
+            return n;
+        char *cell = p, *end;
+        bool quoted = *p == '"';
+        if (quoted) {
+            end = unquote(p);
+            while (*end && (blanks ? !is_blank_delim(*end) : *end != delim))
+                end++;      /* text after the closing quote is dropped */
+        } else {
+            end = p;
+            while (*end && (blanks ? !is_blank_delim(*end) : *end != delim))
+                end++;
         }
-        p = start;
-        char *end = strchr(p, delim);
-        if (end)
-            *end = '\0';
+        bool more = *end != '\0';
+        *end = '\0';
         if (n < max)
-            cells[n] = trim(p);
+            cells[n] = quoted ? cell : trim(cell);
         n++;
-        if (!end)
+        if (!more)
             return n;
         p = end + 1;
     }

@@ -239,34 +239,31 @@ enum cnn_status cnn_image_read(const char *path, int channels,
     return st;
 }
 
-/* Bilinear between the four source pixel centres around (cy, cx). */
-static float bilinear(const uint8_t *p, int h, int w, double cy, double cx)
+/* One axis of a resize: n_in values spaced stride apart in src become
+ * n_out in dst (spaced dst_stride): where the axis shrinks, each is the
+ * mean of the source interval it covers, partial values weighted by the
+ * part covered; where it grows, linear between source centres. */
+static void resize_axis(const float *src, size_t stride, int n_in, float *dst,
+                        size_t dst_stride, int n_out)
 {
-    cy = cy < 0 ? 0 : cy > h - 1 ? h - 1 : cy;
-    cx = cx < 0 ? 0 : cx > w - 1 ? w - 1 : cx;
-    int iy = (int)cy, ix = (int)cx;
-    int jy = iy + 1 < h ? iy + 1 : iy, jx = ix + 1 < w ? ix + 1 : ix;
-    double fy = cy - iy, fx = cx - ix;
-    double top = p[iy * w + ix] * (1 - fx) + p[iy * w + jx] * fx;
-    double bot = p[jy * w + ix] * (1 - fx) + p[jy * w + jx] * fx;
-    return (float)(top * (1 - fy) + bot * fy);
-}
-
-/* The mean of the source area [y0, y1) x [x0, x1), partial pixels
- * weighted by the part covered. */
-static float area_mean(const uint8_t *p, int h, int w, double y0, double y1,
-                       double x0, double x1)
-{
-    double sum = 0, area = 0;
-    for (int y = (int)y0; y < h && y < y1; y++) {
-        double wy = (y + 1 < y1 ? y + 1 : y1) - (y > y0 ? y : y0);
-        for (int x = (int)x0; x < w && x < x1; x++) {
-            double wx = (x + 1 < x1 ? x + 1 : x1) - (x > x0 ? x : x0);
-            sum += p[y * w + x] * wy * wx;
-            area += wy * wx;
+    double scale = (double)n_in / n_out;
+    for (int o = 0; o < n_out; o++) {
+        double v;
+        if (scale >= 1.0) {
+            double a = o * scale, b = (o + 1) * scale, sum = 0;
+            for (int i = (int)a; i < n_in && i < b; i++) {
+                double w = (i + 1 < b ? i + 1 : b) - (i > a ? i : a);
+                sum += src[i * stride] * w;
+            }
+            v = sum / scale;
+        } else {
+            double c = (o + 0.5) * scale - 0.5;
+            c = c < 0 ? 0 : c > n_in - 1 ? n_in - 1 : c;
+            int i = (int)c, j = i + 1 < n_in ? i + 1 : i;
+            v = src[i * stride] * (1 - (c - i)) + src[j * stride] * (c - i);
         }
+        dst[o * dst_stride] = (float)v;
     }
-    return (float)(area > 0 ? sum / area : 0);
 }
 
 enum cnn_status cnn_image_resize(struct cnn_image *img, int h, int w,
@@ -274,25 +271,34 @@ enum cnn_status cnn_image_resize(struct cnn_image *img, int h, int w,
 {
     if (img->h == h && img->w == w)
         return CNN_OK;
-    uint8_t *out = malloc((size_t)img->c * h * w);
-    if (!out)
+    int H = img->h, W = img->w;
+    float *in = malloc((size_t)H * W * sizeof *in);
+    float *rows = malloc((size_t)H * w * sizeof *rows);
+    float *out = malloc((size_t)h * w * sizeof *out);
+    uint8_t *pixels = malloc((size_t)img->c * h * w);
+    if (!in || !rows || !out || !pixels) {
+        free(in), free(rows), free(out), free(pixels);
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-    double sy = (double)img->h / h, sx = (double)img->w / w;
-    bool shrink = sy >= 1.0 && sx >= 1.0;
-    for (int c = 0; c < img->c; c++) {
-        const uint8_t *p = img->pixels + (size_t)c * img->h * img->w;
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++) {
-                float v = shrink
-                    ? area_mean(p, img->h, img->w, y * sy, (y + 1) * sy,
-                                x * sx, (x + 1) * sx)
-                    : bilinear(p, img->h, img->w, (y + 0.5) * sy - 0.5,
-                               (x + 0.5) * sx - 0.5);
-                out[((size_t)c * h + y) * w + x] = (uint8_t)(v + 0.5f);
-            }
     }
+    /* Box and linear filters are separable: widths first, then heights,
+     * each axis by its own rule. */
+    for (int c = 0; c < img->c; c++) {
+        const uint8_t *p = img->pixels + (size_t)c * H * W;
+        for (size_t i = 0; i < (size_t)H * W; i++)
+            in[i] = p[i];
+        for (int y = 0; y < H; y++)
+            resize_axis(in + (size_t)y * W, 1, W, rows + (size_t)y * w, 1, w);
+        for (int x = 0; x < w; x++)
+            resize_axis(rows + x, (size_t)w, H, out + x, (size_t)w, h);
+        for (size_t i = 0; i < (size_t)h * w; i++) {
+            float v = out[i] + 0.5f;
+            pixels[(size_t)c * h * w + i] = (uint8_t)(v < 0 ? 0 : v > 255
+                                                                ? 255 : v);
+        }
+    }
+    free(in), free(rows), free(out);
     free(img->pixels);
-    img->pixels = out;
+    img->pixels = pixels;
     img->h = h;
     img->w = w;
     return CNN_OK;
