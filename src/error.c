@@ -3,6 +3,8 @@
  */
 #include "cnn/error.h"
 
+#include <string.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -91,4 +93,16 @@ const char *cnn_status_name(enum cnn_status status)
     if ((unsigned)status < sizeof names / sizeof names[0])
         return names[status];
     return "error";
+}
+
+static const char ECHO[] = "stopped: another rank of the job failed";
+
+enum cnn_status cnn_error_echo(struct cnn_error *err)
+{
+    return cnn_error_set(err, CNN_ERR_IO, "%s", ECHO);
+}
+
+bool cnn_error_is_echo(const struct cnn_error *err)
+{
+    return strcmp(err->message, ECHO) == 0;
 }

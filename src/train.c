@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cnn/checkpoint.h"
+#include "cnn/dist.h"
 #include "cnn/gradstats.h"
 #include "cnn/loss.h"
 #include "cnn/ops.h"
@@ -142,9 +143,12 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
                            err);
     if (st == CNN_OK)
         st = cnn_norm_setup(&s->norm, d, &s->train, err);
+    /* Each rank of an MPI job holds its share of the global batch. */
+    int ranks = cnn_dist_size();
+    int batch = (int)((cfg->training.batch_size + ranks - 1) / ranks);
     if (st == CNN_OK)
-        st = cnn_net_build(&s->net, cfg->model_layers, s->train.shape,
-                           (int)cfg->training.batch_size, err);
+        st = cnn_net_build(&s->net, cfg->model_layers, s->train.shape, batch,
+                           err);
     if (st == CNN_OK)
         st = check_fit(s, err);
     if (st == CNN_OK) {
@@ -266,11 +270,31 @@ static struct cnn_regression_metrics regression_result(
     return m;
 }
 
+/* Sums the ranks' shares of an evaluation. */
+static void reduce_evaluation(double *total, long long *correct,
+                              struct reg_sums *r, int k, long long *confusion)
+{
+    size_t n = 4 + 3 * (size_t)k + (confusion ? (size_t)k * k : 0);
+    double *v = malloc(n * sizeof *v);
+    if (!v)
+        cnn_dist_abort(1);      /* the ranks cannot go on apart */
+    v[0] = *total, v[1] = (double)*correct, v[2] = r->sq, v[3] = r->abs;
+    memcpy(v + 4, r->t, 3 * (size_t)k * sizeof *v);
+    for (size_t i = 0; confusion && i < (size_t)k * k; i++)
+        v[4 + 3 * k + i] = (double)confusion[i];
+    cnn_dist_sum_doubles(v, n);
+    *total = v[0], *correct = (long long)v[1], r->sq = v[2], r->abs = v[3];
+    memcpy(r->t, v + 4, 3 * (size_t)k * sizeof *v);
+    for (size_t i = 0; confusion && i < (size_t)k * k; i++)
+        confusion[i] = (long long)v[4 + 3 * k + i];
+    free(v);
+}
+
 void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
                   struct cnn_eval *ev, long long *confusion)
 {
     struct cnn_loader ld;
-    int k = s->n_classes, batch = s->net.batch;
+    int k = s->n_classes, batch = s->net.batch, ranks = cnn_dist_size();
     int *labels = malloc((size_t)batch * sizeof *labels);
     float *targets = malloc((size_t)batch * k * sizeof *targets);
     float *y = malloc((size_t)k * 2 * sizeof *y);
@@ -278,11 +302,14 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
     r.t = calloc((size_t)k * 3, sizeof *r.t);
     ev->loss = ev->acc = NAN;
     ev->reg = (struct cnn_regression_metrics){NAN, NAN, NAN, NAN};
+    /* Under MPI each rank evaluates its shard of every batch. */
     if (!labels || !targets || !y || !r.t ||
-        cnn_loader_init(&ld, ds, &s->norm, batch, 0, NULL) != CNN_OK) {
+        cnn_loader_init(&ld, ds, &s->norm, batch * ranks, 0, NULL) != CNN_OK) {
         free(labels), free(targets), free(y), free(r.t);
         return;
     }
+    ld.shard = cnn_dist_rank();
+    ld.n_shards = ranks;
     r.t2 = r.t + k;
     r.res = r.t + 2 * k;
     if (confusion)
@@ -292,7 +319,9 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
     long long correct = 0;
     int n;
     while ((n = cnn_loader_next(&ld, cnn_net_input(&s->net), labels,
-                                targets)) > 0) {
+                                targets)) > 0 || ld.last_total > 0) {
+        if (n == 0)
+            continue;
         const float *out = cnn_net_forward(&s->net, n, false);
         if (s->regression) {
             total += cnn_loss_mse(out, targets, n, k, NULL) * n;
@@ -309,6 +338,8 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
             confusion[(size_t)labels[i] * k + best]++;
         }
     }
+    if (ranks > 1)
+        reduce_evaluation(&total, &correct, &r, k, confusion);
     ev->loss = total / (double)ds->n;
     if (s->regression)
         ev->reg = regression_result(&r, ds->n, k);
@@ -327,6 +358,9 @@ struct loop {
     struct cnn_rundir rd;
     FILE *metrics;
     struct cnn_gradstats gs;        /* grad_stats.csv and its warnings */
+    int rank, ranks;                /* of an MPI job; 0 and 1 without */
+    bool writer;                    /* rank 0: the one that writes files */
+    char resumed_from[4200];        /* the checkpoint restored, if any */
     char *config_text;              /* the resolved config, emitted */
     struct cnn_loader loader;
     struct cnn_schedule schedule;
@@ -400,8 +434,40 @@ static void show_progress(struct loop *L, double loss)
 
 /* --- checkpoints ------------------------------------------------------------- */
 
+static void average_buffer(void *ctx, const char *name, struct cnn_param *p)
+{
+    (void)name;
+    const struct loop *L = ctx;
+    if (p->kind != CNN_PARAM_BUFFER)
+        return;
+    cnn_dist_sum_floats(p->data, p->count);
+    for (size_t i = 0; i < p->count; i++)
+        p->data[i] /= (float)L->ranks;
+}
+
+/* Running statistics are each rank's own (unless batchnorm syncs): their
+ * mean over the ranks is what gets saved and evaluated with. */
+static void sync_buffers(struct loop *L)
+{
+    if (L->ranks > 1)
+        cnn_net_each_param(&L->s->net, average_buffer, L);
+}
+
+/* What one rank's failure means for all: every rank returns an error,
+ * the failing one its own, so none waits on the others forever. */
+static enum cnn_status agree(struct loop *L, enum cnn_status st,
+                             struct cnn_error *err)
+{
+    if (L->ranks > 1 && cnn_dist_any(st != CNN_OK) && st == CNN_OK)
+        st = cnn_error_echo(err);
+    return st;
+}
+
 static enum cnn_status save_checkpoint(struct loop *L, struct cnn_error *err)
 {
+    sync_buffers(L);
+    if (!L->writer)
+        return agree(L, CNN_OK, err);
     char path[4200];
     fflush(L->metrics);
     L->rs.metrics_bytes = ftell(L->metrics);
@@ -415,7 +481,7 @@ static enum cnn_status save_checkpoint(struct loop *L, struct cnn_error *err)
                                              L->config_text, err);
     if (st == CNN_OK)
         cnn_rundir_prune(&L->rd, tcfg(L)->keep_checkpoints);
-    return st;
+    return agree(L, st, err);
 }
 
 /* Brings metrics.csv back to what it held when rs was saved, so a resumed
@@ -490,6 +556,9 @@ static enum cnn_status restore(struct loop *L, const char *path,
     L->seconds0 = L->rs.train_seconds;
     L->t0 = L->interval_t0 = cnn_now();
     L->reposition = true;
+    snprintf(L->resumed_from, sizeof L->resumed_from, "%s", path);
+    if (!L->writer)
+        return CNN_OK;
     st = rewind_metrics(L, err);
     return st == CNN_OK ? open_grad_stats(L, err) : st;
 }
@@ -585,13 +654,16 @@ static const char *culprit(const struct cnn_net *net, int n)
 
 /* Forward and backward of one micro-batch of n examples; adds n times
  * its mean-loss gradient to the net's gradients, so accumulated
- * micro-batches sum to the gradient of their total. *loss_sum gets
- * n * loss (non-finite when the loss is). */
+ * micro-batches (and the shards of the ranks) sum to the gradient of
+ * their total. *loss_sum gets n * loss (non-finite when the loss is). A
+ * rank whose shard of a short last batch is empty has nothing to do. */
 static void micro_batch(struct loop *L, int n, double *loss_sum,
                         long long *correct)
 {
     struct cnn_session *s = L->s;
     float *dout = s->net.dacts[s->net.n_layers];
+    if (n == 0)
+        return;
     const float *out = cnn_net_forward(&s->net, n, true);
     double loss = s->regression
         ? cnn_loss_mse(out, L->targets, n, s->n_classes, dout)
@@ -600,7 +672,7 @@ static void micro_batch(struct loop *L, int n, double *loss_sum,
     *loss_sum += loss * n;
     if (!isfinite(loss))
         return;
-    if (tcfg(L)->accumulate > 1)
+    if (tcfg(L)->accumulate > 1 || L->ranks > 1)
         for (size_t i = 0, N = (size_t)n * s->n_classes; i < N; i++)
             dout[i] *= (float)n;
     cnn_net_backward(&s->net, dout, n);
@@ -622,21 +694,33 @@ static enum step_result train_step(struct loop *L, const char **where)
     for (long long a = 0; a < tcfg(L)->accumulate; a++) {
         int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels,
                                 L->targets);
-        if (n == 0)
+        /* Under MPI every rank needs an example of each batch (synced
+         * batchnorm sums over all of them): a last batch smaller than
+         * the job is left out, as PyTorch's samplers do. */
+        if (L->loader.last_total == 0 ||
+            (L->ranks > 1 && L->loader.last_total < L->ranks))
             break;
         micro_batch(L, n, &loss_sum, &correct);
-        total += n;
+        total += L->loader.last_total;      /* over all ranks */
         last_n = n;
-        if (!isfinite(loss_sum))
+        /* One rank alone must not stop early: the ranks would part. */
+        if (!isfinite(loss_sum) && L->ranks == 1)
             break;
     }
     rs->epoch_pos = L->loader.pos;
     if (total == 0)
         return STEP_EPOCH_END;
+    if (L->ranks > 1) {             /* the whole batch's loss and hits */
+        double sums[2] = {loss_sum, (double)correct};
+        cnn_dist_sum_doubles(sums, 2);
+        loss_sum = sums[0];
+        correct = (long long)sums[1];
+    }
 
     double norm = NAN;
     if (isfinite(loss_sum)) {
-        if (tcfg(L)->accumulate > 1)
+        cnn_dist_sum_floats(s->net.grads, s->net.n_params);
+        if (tcfg(L)->accumulate > 1 || L->ranks > 1)
             for (size_t i = 0; i < s->net.n_params; i++)
                 s->net.grads[i] /= (float)total;
         rs->last_lr = cnn_schedule_lr(&L->schedule, rs->step, rs->epoch) *
@@ -989,14 +1073,17 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
     if (rs->interval_steps > 0)
         log_interval(L);
 
+    sync_buffers(L);
     if (s->test.n > 0 || s->val.n > 0)
         evaluate_splits(L);
     /* best.safetensors follows best_metric; early stopping its own. */
     double m = metric_value(L, effective(s, t->best_metric));
     if (isfinite(m) && (isnan(rs->best_metric) || m < rs->best_metric)) {
         rs->best_metric = m;
-        enum cnn_status st = save_weights(L, "best.safetensors", err);
-        if (st != CNN_OK)
+        enum cnn_status st = L->writer ? save_weights(L, "best.safetensors",
+                                                      err)
+                                       : CNN_OK;
+        if ((st = agree(L, st, err)) != CNN_OK)
             return st;
     }
     *stop = false;
@@ -1022,16 +1109,28 @@ static enum cnn_status end_epoch(struct loop *L, bool *stop,
     return CNN_OK;
 }
 
-static bool budget_spent(const struct loop *L)
+static bool over_budget(const struct loop *L)
 {
     const struct cnn_training_config *t = tcfg(L);
     return (t->max_steps > 0 && L->rs.step >= t->max_steps) ||
            (t->max_time > 0 && train_seconds(L) >= t->max_time);
 }
 
-static bool signalled(volatile sig_atomic_t *flag)
+/* The same, agreed by all ranks: their clocks differ a little, so the
+ * first to run out decides. */
+static bool budget_spent(const struct loop *L)
 {
-    return flag && *flag;
+    bool spent = over_budget(L);
+    return tcfg(L)->max_time > 0 && L->ranks > 1 ? cnn_dist_any(spent)
+                                                 : spent;
+}
+
+/* A signal reaches each rank of a job by itself: the ranks act on it
+ * together, at the same step, when any has it. */
+static bool signalled(const struct loop *L, volatile sig_atomic_t *flag)
+{
+    bool mine = flag && *flag;
+    return L->ranks > 1 ? cnn_dist_any(mine) : mine;
 }
 
 /* Runs until the run is done (OK), stopped by a signal (CNN_STOPPED) or
@@ -1048,15 +1147,16 @@ static enum cnn_status loop_run(struct loop *L, struct cnn_error *err)
             L->loader.pos = rs->epoch_pos;
             L->reposition = false;
         }
-        if (signalled(L->opts->stop)) {
+        if (signalled(L, L->opts->stop)) {
             st = save_checkpoint(L, err);
             return st == CNN_OK ? cnn_error_set(err, CNN_STOPPED, "stopped by "
                                                 "a signal at step %lld; "
                                                 "checkpoint written",
                                                 rs->step) : st;
         }
-        if (signalled(L->opts->save_now)) {
-            *L->opts->save_now = 0;
+        if (signalled(L, L->opts->save_now)) {
+            if (L->opts->save_now)
+                *L->opts->save_now = 0;
             st = save_checkpoint(L, err);
             cnn_log_info(L->log, "checkpoint at step %lld (SIGHUP)", rs->step);
             continue;
@@ -1160,10 +1260,11 @@ static enum cnn_status finish(struct loop *L, struct cnn_train_result *res,
     double seconds = cnn_now() - L->t0;
     double images_per_s = seconds > 0 ? rs->examples / train_seconds(L) : 0;
     enum cnn_status st = save_checkpoint(L, err);
-    if (st == CNN_OK)
+    if (st == CNN_OK && L->writer)
         st = save_weights(L, "model.safetensors", err);
-    if (st == CNN_OK)
+    if (st == CNN_OK && L->writer)
         st = write_run_json(L, images_per_s, err);
+    st = agree(L, st, err);
     res->steps = rs->step;
     res->epochs = rs->epoch;
     res->test_loss = rs->test_loss;
@@ -1245,7 +1346,7 @@ static enum cnn_status decide_start(struct loop *L, enum start *how,
         /* A finished run ends again at once unless the config now asks
          * for more (more epochs, steps or time). */
         const struct cnn_training_config *t = tcfg(L);
-        bool more = L->rs.epoch < t->epochs && !budget_spent(L);
+        bool more = L->rs.epoch < t->epochs && !over_budget(L);
         if (L->rs.done && (!more || same_file_text(config_path,
                                                    L->config_text)))
             *how = START_COMPLETE;
@@ -1306,6 +1407,8 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
     const struct cnn_augment_config *a = &s->cfg->data.augment;
     if (a->crop_pad || a->flip || a->erase_size)
         L->loader.augment = a;
+    L->loader.shard = L->rank;
+    L->loader.n_shards = L->ranks;
     L->steps_per_epoch = (cnn_loader_batches(&L->loader) + t->accumulate - 1) /
                          t->accumulate;
     L->total_steps = L->steps_per_epoch * t->epochs;
@@ -1319,7 +1422,8 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
     L->reposition = true;
     L->t0 = L->interval_t0 = cnn_now();
     const struct cnn_gradstats_config gc = {
-        .every = t->log_grad_stats, .check_every = t->log_every,
+        .every = L->writer ? t->log_grad_stats : 0,
+        .check_every = t->log_every,
         .vanishing_ratio = t->vanishing_ratio,
         .exploding_ratio = t->exploding_ratio,
     };
@@ -1331,10 +1435,35 @@ static enum cnn_status prepare(struct loop *L, struct cnn_error *err)
      * for two while the new one is written. */
     size_t ckpt = s->net.n_params * sizeof(float) +
                   cnn_optim_state_bytes(&s->optim) + (1u << 20);
-    st = cnn_rundir_check_space(&L->rd, 2 * ckpt, err);
+    if (L->writer)
+        st = cnn_rundir_check_space(&L->rd, 2 * ckpt, err);
     if (st == CNN_OK && !(L->config_text = cnn_config_emit_string(s->cfg)))
         st = cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
     return st;
+}
+
+/* The other ranks start as rank 0 decided: fresh, complete, or resumed
+ * from the checkpoint it restored, read by each from the shared run
+ * directory. */
+static enum cnn_status follow_start(struct loop *L, enum start *how,
+                                    struct cnn_error *err)
+{
+    int h = (int)*how;
+    cnn_dist_bcast_int(&h, 0);
+    cnn_dist_bcast_string(L->resumed_from, sizeof L->resumed_from, 0);
+    *how = (enum start)h;
+    enum cnn_status st = CNN_OK;
+    if (!L->writer && *how == START_RESUMED) {
+        char path[sizeof L->resumed_from];
+        snprintf(path, sizeof path, "%s", L->resumed_from);
+        st = restore(L, path, false, err);
+        if (st != CNN_OK)
+            cnn_error_hint(err, "rank %d reads the checkpoints of rank 0's "
+                           "run directory: it must be on a file system "
+                           "every rank shares", L->rank);
+        L->rs.done = false;
+    }
+    return agree(L, st, err);
 }
 
 enum cnn_status cnn_train_run(struct cnn_session *s,
@@ -1350,24 +1479,37 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
     res->test_loss = res->test_acc = res->best_test_acc = NAN;
     res->final_train_loss = NAN;
 
-    enum cnn_status st = cnn_rundir_open(&L.rd, opts->run_dir, err);
+    L.rank = cnn_dist_rank();
+    L.ranks = cnn_dist_size();
+    L.writer = L.rank == 0;
+    enum cnn_status st = CNN_OK;
+    if (L.writer) {
+        st = cnn_rundir_open(&L.rd, opts->run_dir, err);
+    } else {        /* reads checkpoints there; rank 0 holds the lock */
+        snprintf(L.rd.path, sizeof L.rd.path, "%s", opts->run_dir);
+        L.rd.lock_fd = -1;
+    }
     if (st == CNN_OK)
         st = prepare(&L, err);
-    if (st == CNN_OK) {
+    if (st == CNN_OK && L.writer) {
         cnn_rundir_file(&L.rd, "train.log", path, sizeof path);
         if (!cnn_log_open_file(log, path))
             st = cnn_error_at(err, CNN_ERR_IO, path, "cannot open: %s",
                               strerror(errno));
     }
-    if (st == CNN_OK)
+    if (st == CNN_OK && L.writer)
         st = decide_start(&L, &how, err);
+    st = agree(&L, st, err);
+    if (st == CNN_OK)
+        st = follow_start(&L, &how, err);
     if (st == CNN_OK && how == START_COMPLETE) {
         cnn_log_info(log, "%s: this run is complete; nothing to do",
                      opts->run_dir);
         goto out;
     }
-    if (st == CNN_OK)
+    if (st == CNN_OK && L.writer)
         st = open_outputs(&L, how == START_RESUMED, err);
+    st = agree(&L, st, err);
     if (st != CNN_OK)
         goto out;
 

@@ -148,6 +148,8 @@ struct cnn_loader {
     uint32_t *order;            /* [ds->n] this epoch's permutation */
     float *scratch;             /* one example, for augmentation */
     long long pos;              /* next index into order */
+    int shard, n_shards;        /* this rank's part of each batch: 0, 1 */
+    int last_total;             /* examples of the last batch, all shards */
 };
 
 /* shuffle false keeps file order (evaluation). */
@@ -162,7 +164,10 @@ void cnn_loader_start_epoch(struct cnn_loader *ld, long long epoch,
 
 /* Fills x [n, size] and labels [n] (or, for regression, targets
  * [n, n_targets] scaled as the model learns them) with the next batch;
- * returns n, 0 at the end of the epoch. The last batch may be short. With ld->augment
+ * returns n, 0 at the end of the epoch. With n_shards > 1, batch is the
+ * global batch and only this shard's contiguous part of it is filled
+ * (last_total tells the whole batch's size, which may be > 0 when this
+ * shard's part is empty). The last batch may be short. With ld->augment
  * set, each example is cropped, flipped and erased with draws from the
  * stream (seed, augment, epoch * n + position): a pure function of the
  * seed, the epoch and the place in it, so a resumed run draws the same. */

@@ -7,6 +7,8 @@
 #ifndef CNN_ERROR_H
 #define CNN_ERROR_H
 
+#include <stdbool.h>
+
 enum cnn_status {
     CNN_OK = 0,
     CNN_ERR_CONFIG,      /* the config file or a --set value is wrong */
@@ -49,6 +51,12 @@ void cnn_error_hint(struct cnn_error *err, const char *fmt, ...)
  * stopped by a signal that can be resumed or a run directory busy with
  * another process, 1 for everything else. */
 int cnn_status_exit_code(enum cnn_status status);
+
+/* "Stopped because another rank failed": what the ranks of an MPI job
+ * that did not fail themselves return, so that the failure is reported
+ * once, by the rank that has it. */
+enum cnn_status cnn_error_echo(struct cnn_error *err);
+bool cnn_error_is_echo(const struct cnn_error *err);
 
 const char *cnn_status_name(enum cnn_status status);
 

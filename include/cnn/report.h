@@ -18,6 +18,7 @@ struct cnn_log {
     double last_draw;       /* monotonic seconds of the last redraw */
 };
 
+/* term NULL: nothing reaches a terminal (the other ranks of an MPI job). */
 void cnn_log_init(struct cnn_log *log, FILE *term, bool quiet);
 
 /* Opens path for appending as the log file; false if it cannot. */
@@ -73,6 +74,8 @@ struct cnn_metrics_row {
 struct cnn_metrics_row cnn_metrics_row_empty(long long epoch, long long step);
 
 FILE *cnn_metrics_open(const char *path);
+
+/* Writes row to f; nothing when f is NULL (a rank that writes no files). */
 void cnn_metrics_write(FILE *f, const struct cnn_metrics_row *row);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cnn/dist.h"
 #include "cnn_version.h"
 
 struct command {
@@ -24,7 +25,7 @@ static const struct command commands[] = {
     {"gradcheck", cli_gradcheck},
 };
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     if (argc < 2) {
         cli_usage(stderr);
@@ -37,11 +38,25 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(first, "--version") == 0 || strcmp(first, "-V") == 0) {
+        const char *mpi = cnn_dist_library();
         printf("cnn-train %s\n", CNN_VERSION);
+        if (mpi)
+            printf("MPI: %s (data-parallel training under mpirun)\n", mpi);
+        else
+            printf("MPI: not built in (one process; rebuild with MPI "
+                   "installed, or -Dmpi=enabled)\n");
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(first, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);
     return cli_train(argc, argv);
+}
+
+int main(int argc, char **argv)
+{
+    cnn_dist_init(&argc, &argv);
+    int code = run(argc, argv);
+    cnn_dist_finalize();
+    return code;
 }

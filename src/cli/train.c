@@ -2,12 +2,14 @@
  * cnn-train train CONFIG: check everything, then train into the run
  * directory.
  */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "cnn/dist.h"
 #include "cnn/ops.h"
 #include "cnn/train.h"
 
@@ -56,6 +58,32 @@ static void catch_signals(void)
     sigaction(SIGHUP, &sa, NULL);
 }
 
+/* The end of a run of an MPI job: the ranks fail together (the trainer
+ * sees to that), and the first rank with a failure of its own, rather
+ * than news of another's, says what happened, naming itself. Returns the
+ * exit status, the same on every rank. */
+static int report_job(enum cnn_status st, struct cnn_error *err)
+{
+    int rank = cnn_dist_rank();
+    bool own = st != CNN_OK && !cnn_error_is_echo(err);
+    int first = cnn_dist_min(own ? rank : INT_MAX);
+    if (first == INT_MAX)
+        first = cnn_dist_min(st != CNN_OK ? rank : INT_MAX);
+    int code = 0;
+    if (first != INT_MAX && rank == first) {
+        if (rank > 0) {
+            char where[sizeof err->where];
+            snprintf(where, sizeof where, "rank %d: %s", rank,
+                     err->where[0] ? err->where : "cnn-train");
+            snprintf(err->where, sizeof err->where, "%s", where);
+        }
+        code = cli_report(err);
+    }
+    if (first != INT_MAX)
+        cnn_dist_bcast_int(&code, first);
+    return code;
+}
+
 int cli_train(int argc, char **argv)
 {
     struct cli_opts opts;
@@ -82,8 +110,16 @@ int cli_train(int argc, char **argv)
         cnn_blas_threads((int)cfg.training.threads);
         st = cnn_session_open(&session, &cfg, &err);
     }
+    bool job = cnn_dist_size() > 1;
+    if (job && cnn_dist_any(st != CNN_OK)) {   /* no rank trains alone */
+        if (st == CNN_OK)
+            cnn_session_close(&session);
+        st = st != CNN_OK ? st : cnn_error_echo(&err);
+    }
     if (st == CNN_OK) {
-        cnn_log_init(&log, stderr, opts.quiet);
+        /* Only rank 0 of a job talks and writes. */
+        cnn_log_init(&log, cnn_dist_rank() == 0 ? stderr : NULL,
+                     opts.quiet);
         struct cnn_train_opts topts = {
             .run_dir = run_dir, .force = opts.force, .resume = opts.resume,
             .resume_path = opts.resume_path, .stop = &stop_requested,
@@ -95,5 +131,7 @@ int cli_train(int argc, char **argv)
         cnn_session_close(&session);
     }
     cnn_config_free(&cfg);
+    if (job)
+        return report_job(st, &err);
     return st == CNN_OK ? 0 : cli_report(&err);
 }

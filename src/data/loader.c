@@ -169,6 +169,7 @@ enum cnn_status cnn_loader_init(struct cnn_loader *ld,
                                 uint64_t seed, struct cnn_error *err)
 {
     memset(ld, 0, sizeof *ld);
+    ld->n_shards = 1;
     ld->ds = ds;
     ld->norm = norm;
     ld->batch = batch;
@@ -253,12 +254,17 @@ int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels,
     const struct cnn_dataset *ds = ld->ds;
     const struct cnn_norm *norm = ld->norm;
     long long left = ds->n - ld->pos;
-    int n = left < ld->batch ? (int)left : ld->batch;
+    int total = left < ld->batch ? (int)left : ld->batch;
     size_t size = cnn_shape_size(ds->shape);
     int k = ds->n_targets;
+    /* This shard's slice of the batch: ranks split it as evenly as
+     * whole examples allow. */
+    long long first = (long long)total * ld->shard / ld->n_shards;
+    int n = (int)((long long)total * (ld->shard + 1) / ld->n_shards - first);
 
     for (int i = 0; i < n; i++) {
-        uint32_t e = ld->order[ld->pos + i];
+        long long at = ld->pos + first + i;
+        uint32_t e = ld->order[at];
         float *dst = x + (size_t)i * size;
         cnn_norm_apply(norm, ds, e, dst);
         if (ds->labels && labels)
@@ -270,9 +276,10 @@ int cnn_loader_next(struct cnn_loader *ld, float *x, int *labels,
             targets[(size_t)i * k + j] = t;
         }
         if (ld->augment)
-            augment(ld, dst, ld->scratch, ld->pos + i);
+            augment(ld, dst, ld->scratch, at);
     }
-    ld->pos += n;
+    ld->pos += total;
+    ld->last_total = total;
     return n;
 }
 

@@ -7,7 +7,12 @@
  * weight and bias [C], running_mean and running_var [C] (buffers: saved,
  * never trained).
  *
- *   - batchnorm: {momentum: 0.1, eps: 1e-5}
+ * Under MPI each rank normalizes by its own shard's statistics, unless
+ * sync: true, which sums the per-channel sums over the ranks in the
+ * forward pass (and those of the backward pass), so the statistics are
+ * those of the whole global batch.
+ *
+ *   - batchnorm: {momentum: 0.1, eps: 1e-5, sync: false}
  */
 #include "cnn/layer.h"
 
@@ -15,17 +20,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnn/dist.h"
+
 struct bn_state {
     float momentum, eps;
+    bool sync;                  /* statistics over all ranks */
     float *mean, *invstd;       /* [C] of the last training batch */
+    double *sums;               /* [2C + 1]: per-channel sums and a count */
+    double count;               /* examples x pixels behind the statistics */
 };
 
 static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
                                  struct cnn_error *err)
 {
     double momentum, eps;
+    bool sync;
     if (cnn_read_float(args, "momentum", 0.1, 0.0, 1.0, &momentum, err) ||
-        cnn_read_float(args, "eps", 1e-5, 1e-12, 1.0, &eps, err))
+        cnn_read_float(args, "eps", 1e-5, 1e-12, 1.0, &eps, err) ||
+        cnn_read_bool(args, "sync", false, &sync, err))
         return CNN_ERR_CONFIG;
 
     int C = l->in.c;
@@ -35,10 +47,14 @@ static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
     l->state = s;
     s->momentum = (float)momentum;
     s->eps = (float)eps;
+    s->sync = sync;
     s->mean = cnn_layer_alloc(l, (size_t)C * sizeof(float), err);
     s->invstd = s->mean ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
                         : NULL;
-    if (!s->invstd)
+    s->sums = s->invstd ? cnn_layer_alloc(l, (2 * (size_t)C + 1) *
+                                                 sizeof(double), err)
+                        : NULL;
+    if (!s->sums)
         return cnn_layer_alloc_status(err);
 
     l->out = l->in;
@@ -54,6 +70,30 @@ static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
+/* The batch's per-channel sum and sum of squares into s->sums (and the
+ * count after them), summed over the ranks when syncing. */
+static void batch_sums(struct bn_state *s, const float *x, int n, int C,
+                       size_t hw)
+{
+    size_t size = (size_t)C * hw;
+    for (int c = 0; c < C; c++) {
+        double sum = 0, sq = 0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + i * size + c * hw;
+            for (size_t j = 0; j < hw; j++) {
+                sum += p[j];
+                sq += (double)p[j] * p[j];
+            }
+        }
+        s->sums[c] = sum;
+        s->sums[C + c] = sq;
+    }
+    s->sums[2 * C] = (double)n * (double)hw;
+    if (s->sync)
+        cnn_dist_sum_doubles(s->sums, 2 * (size_t)C + 1);
+    s->count = s->sums[2 * C];
+}
+
 static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
                        const struct cnn_fwd_ctx *ctx)
 {
@@ -62,21 +102,15 @@ static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
     size_t hw = (size_t)l->in.h * l->in.w, size = (size_t)C * hw;
     const float *gamma = l->params[0].data, *beta = l->params[1].data;
     float *rmean = l->params[2].data, *rvar = l->params[3].data;
-    double count = (double)n * (double)hw;
+    if (ctx->train)
+        batch_sums(s, x, n, C, hw);
+    double count = s->count;
 
     for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (ctx->train) {
-            double sum = 0, sq = 0;
-            for (int i = 0; i < n; i++) {
-                const float *p = x + i * size + c * hw;
-                for (size_t j = 0; j < hw; j++) {
-                    sum += p[j];
-                    sq += (double)p[j] * p[j];
-                }
-            }
-            double m = sum / count;
-            double var = sq / count - m * m;
+            double m = s->sums[c] / count;
+            double var = s->sums[C + c] / count - m * m;
             var = var > 0 ? var : 0;
             mean = (float)m;
             invstd = (float)(1.0 / sqrt(var + s->eps));
@@ -110,8 +144,10 @@ static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
     size_t hw = (size_t)l->in.h * l->in.w, size = (size_t)C * hw;
     const float *gamma = l->params[0].data;
     float *dgamma = l->params[0].grad, *dbeta = l->params[1].grad;
-    double m = (double)n * (double)hw;
+    double m = s->count;
 
+    /* The parameters' gradients are this rank's own (the trainer sums
+     * them over ranks); dx needs the sums over the whole batch. */
     for (int c = 0; c < C; c++) {
         float mean = s->mean[c], invstd = s->invstd[c];
         double sum_dy = 0, sum_dy_xhat = 0;
@@ -125,10 +161,17 @@ static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
         }
         dgamma[c] += (float)sum_dy_xhat;
         dbeta[c] += (float)sum_dy;
-        if (!dx)
-            continue;
+        s->sums[c] = sum_dy;
+        s->sums[C + c] = sum_dy_xhat;
+    }
+    if (!dx)
+        return;
+    if (s->sync)
+        cnn_dist_sum_doubles(s->sums, 2 * (size_t)C);
+    for (int c = 0; c < C; c++) {
+        float mean = s->mean[c], invstd = s->invstd[c];
         float k = gamma[c] * invstd;
-        float a = (float)(sum_dy / m), b = (float)(sum_dy_xhat / m);
+        float a = (float)(s->sums[c] / m), b = (float)(s->sums[C + c] / m);
         for (int i = 0; i < n; i++) {
             const float *p = x + i * size + c * hw;
             const float *d = dy + i * size + c * hw;
@@ -145,6 +188,7 @@ static void bn_destroy(struct cnn_layer *l)
     if (s) {
         free(s->mean);
         free(s->invstd);
+        free(s->sums);
     }
     free(s);
 }

@@ -22,7 +22,7 @@ void cnn_log_init(struct cnn_log *log, FILE *term, bool quiet)
     memset(log, 0, sizeof *log);
     log->term = term;
     log->quiet = quiet;
-    log->tty = isatty(fileno(term));
+    log->tty = term && isatty(fileno(term));
 }
 
 bool cnn_log_open_file(struct cnn_log *log, const char *path)
@@ -55,7 +55,7 @@ static void emit(struct cnn_log *log, bool to_term, const char *prefix,
     vsnprintf(line, sizeof line, fmt, ap);
     timestamp(ts, sizeof ts);
 
-    if (to_term) {
+    if (to_term && log->term) {
         clear_progress(log);
         if (log->tty)
             fprintf(log->term, "%s%s\n", prefix, line);

@@ -44,6 +44,8 @@ static void cell(FILE *f, double v, const char *fmt)
 
 void cnn_metrics_write(FILE *f, const struct cnn_metrics_row *r)
 {
+    if (!f)
+        return;
     fprintf(f, "%lld,%lld", r->epoch, r->step);
     cell(f, r->lr, "%.6g");
     cell(f, r->train_loss, "%.6f");
