@@ -1,17 +1,20 @@
 /*
  * Gradient check of a whole net: the analytic gradient of the loss on
  * one batch (backward) against central finite differences of the loss,
- * for a sample of the entries of every trained tensor, in training mode.
+ * in training mode, for every trained tensor: along the tensor's own
+ * gradient (a sharp test: the derivative there is the gradient's whole
+ * norm) and at a sample of single entries (coarser: float32 resolves a
+ * single entry's effect on the loss only so far).
  *
  * The net computes in float32, so the differences are taken with care:
  * the loss is summed in double, the step is the one float arithmetic
- * actually made (w + h rounded, less w), and an entry whose difference
- * does not settle (a ReLU kink or a max-pool tie crossed by the step)
- * is tried again at a smaller step before it counts against the layer.
- * Dropout draws its masks once: every evaluation starts the dropout
- * stream from the same state, so all of them see the same mask.
- * Batchnorm runs on the batch's statistics, as in training; its running
- * statistics are buffers, not checked.
+ * actually made, a difference that fails is tried again at smaller
+ * steps (a ReLU kink or max-pool tie crossed by the step disappears at
+ * a smaller one), and a derivative below what float32 resolves at the
+ * step is reported as unresolved rather than judged. Dropout draws its
+ * masks once: every evaluation starts the dropout stream from the same
+ * state. Batchnorm runs on the batch's statistics, as in training; its
+ * running statistics are buffers, not checked.
  *
  * Nothing here prints; the caller reports the per-layer results.
  */
@@ -28,25 +31,35 @@
 
 struct cnn_gradcheck_opts {
     int entries;                /* per tensor, at most; all when fewer */
-    double tolerance;           /* worst relative error that passes */
+    double tolerance;           /* along each tensor's gradient */
+    double entry_tolerance;     /* at single entries */
     uint64_t seed;              /* inputs, labels and the entries drawn */
 };
 
-/* The defaults: 20 entries, tolerance 1e-2, seed 1. */
+/* The defaults: 20 entries, tolerances 1e-2 (directions) and 1e-1
+ * (entries), seed 1. */
 struct cnn_gradcheck_opts cnn_gradcheck_defaults(void);
 
 /* One layer's verdict (nested layers named as in checkpoints). The
- * relative error of an entry is |a - n| / max(|a| + |n|, floor), a the
- * analytic and n the numeric derivative; floor is the difference float32
- * can resolve at that step (see gradcheck.c). */
+ * relative error of a comparison is |a - n| / max(|a| + |n|, floor), a
+ * the analytic and n the numeric derivative, at the step that agreed
+ * best. floor is the derivative the difference resolves at its step,
+ * and for an entry at least the root mean square of its tensor's sampled
+ * derivatives, so that entries far below their tensor's scale are
+ * judged on that scale. */
 struct cnn_gradcheck_layer {
     char *name;                 /* owned */
     int tensors;                /* tensors checked */
+    double worst_direction;     /* largest error along a gradient */
+    int unresolved_directions;  /* below float32's resolution */
     int entries;                /* entries compared */
-    int unsettled;              /* entries whose differences never settled
-                                   (left out of worst) */
-    double worst;               /* the largest relative error */
-    char *worst_tensor;         /* owned; its tensor ("weight") */
+    int unsettled;              /* entries whose differences disagreed at
+                                   every step and with each other: a kink
+                                   or rounding, left out of worst_entry */
+    int unresolved;             /* entries below float32's resolution */
+    double worst_entry;         /* largest error of a settled entry */
+    const char *worst_tensor;   /* its tensor ("weight"), a view of the
+                                   net's names; NULL when none settled */
     size_t worst_index;         /* and flat index */
     double worst_analytic, worst_numeric;
     bool pass;
@@ -56,15 +69,18 @@ struct cnn_gradcheck_result {
     struct cnn_gradcheck_layer *layers;     /* owned, [n_layers] */
     int n_layers;
     int n_examples;
+    double loss;                /* of the batch, before any step */
     bool pass;                  /* every layer passed */
 };
 
 /* Checks net (built for a batch of n examples, parameters initialized)
- * on n random normal inputs with random labels under loss. The net's
+ * on n random normal inputs with random labels under loss. A layer
+ * passes when every direction and every settled entry is within its
+ * tolerance and at least half of its entries settled. The net's
  * activations, gradients and batchnorm running statistics are
  * overwritten; its parameters are left as they were. Fails only when
  * out of memory (result then empty); free the result with
- * cnn_gradcheck_free. */
+ * cnn_gradcheck_free, before the net (it points at the net's names). */
 enum cnn_status cnn_gradcheck_run(struct cnn_net *net, enum cnn_loss_kind loss,
                                   const struct cnn_gradcheck_opts *opts,
                                   struct cnn_gradcheck_result *res,

@@ -22,6 +22,7 @@ enum cnn_rng_stream {
     CNN_RNG_STREAM_AUGMENT = 4,
     CNN_RNG_STREAM_TEST_SPLIT = 5,
     CNN_RNG_STREAM_VAL_SPLIT = 6,
+    CNN_RNG_STREAM_GRADCHECK = 7,   /* gradcheck's inputs and entries */
 };
 
 /* Seeds from (seed, stream, index): e.g. the shuffle of epoch e is

@@ -42,13 +42,15 @@ static bool parse_number(const char *name, const char *s, double lo,
 /* Returns -1 to go on, or the exit code to stop with. */
 static int parse(int argc, char **argv, struct check_opts *o)
 {
-    enum { OPT_SET = 256, OPT_SEED, OPT_SAMPLES, OPT_ENTRIES, OPT_TOL };
+    enum { OPT_SET = 256, OPT_SEED, OPT_SAMPLES, OPT_ENTRIES, OPT_TOL,
+           OPT_ENTRY_TOL };
     static const struct option longopts[] = {
         {"set", required_argument, NULL, OPT_SET},
         {"seed", required_argument, NULL, OPT_SEED},
         {"samples", required_argument, NULL, OPT_SAMPLES},
         {"entries", required_argument, NULL, OPT_ENTRIES},
         {"tolerance", required_argument, NULL, OPT_TOL},
+        {"entry-tolerance", required_argument, NULL, OPT_ENTRY_TOL},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -87,6 +89,11 @@ static int parse(int argc, char **argv, struct check_opts *o)
                 return 2;
             o->gc.tolerance = v;
             break;
+        case OPT_ENTRY_TOL:
+            if (!parse_number("entry-tolerance", optarg, 0, 1, &v))
+                return 2;
+            o->gc.entry_tolerance = v;
+            break;
         default:
             return cli_other_option(c, "gradcheck", argv);
         }
@@ -117,21 +124,36 @@ static bool has_dropout(struct cnn_net *net)
     return false;
 }
 
+/* Every direction of the layer was below what float32 resolves: the
+ * check could neither pass nor fail it. */
+static bool unresolved(const struct cnn_gradcheck_layer *l)
+{
+    return l->unresolved_directions == l->tensors;
+}
+
 static void print_rows(const struct cnn_gradcheck_result *r)
 {
-    printf("%-3s %-28s %7s %7s %9s %11s  %-16s %11s %11s  %s\n", "#",
-           "layer", "tensors", "entries", "unsettled", "worst_error", "at",
-           "analytic", "numeric", "result");
+    printf("%-3s %-32s %9s %11s %-16s %10s %10s %9s  %s\n", "#", "layer",
+           "direction", "worst_entry", "at", "analytic", "numeric",
+           "below_res", "result");
     for (int i = 0; i < r->n_layers; i++) {
         const struct cnn_gradcheck_layer *l = &r->layers[i];
-        char at[48] = "-";
+        char at[48] = "-", below[32];
         if (l->worst_tensor)
             snprintf(at, sizeof at, "%s[%zu]", l->worst_tensor,
                      l->worst_index);
-        printf("%-3d %-28s %7d %7d %9d %11.2e  %-16s %11.4g %11.4g  %s\n",
-               i + 1, l->name, l->tensors, l->entries, l->unsettled,
-               l->worst, at, l->worst_analytic, l->worst_numeric,
-               l->pass ? "ok" : "FAIL");
+        /* What float32 could not resolve: a pass says nothing there. */
+        snprintf(below, sizeof below, "%d/%d", l->unresolved, l->entries);
+        printf("%-3d %-32s %9.2e %11.2e %-16s %10.3e %10.3e %9s  %s", i + 1,
+               l->name, l->worst_direction, l->worst_entry, at,
+               l->worst_analytic, l->worst_numeric, below,
+               !l->pass ? "FAIL" : unresolved(l) ? "unresolved" : "ok");
+        if (l->unresolved_directions)
+            printf(" (%d of %d directions below resolution)",
+                   l->unresolved_directions, l->tensors);
+        if (l->unsettled)
+            printf(" (%d entries unsettled)", l->unsettled);
+        putchar('\n');
     }
 }
 
@@ -139,19 +161,29 @@ static void print_result(const struct cnn_config *cfg, struct cnn_net *net,
                          const struct check_opts *o,
                          const struct cnn_gradcheck_result *r)
 {
-    printf("gradcheck %s: %d random examples in training mode, up to %d "
-           "entries per tensor, tolerance %g%s\n\n", cfg->name,
-           r->n_examples, o->gc.entries, o->gc.tolerance,
-           has_dropout(net) ? "; dropout masks held fixed" : "");
+    printf("gradcheck %s: %d random examples in training mode (loss %.4f)%s;"
+           "\nrelative errors along each tensor's gradient (tolerance %g) "
+           "and at up to %d\nentries per tensor (tolerance %g)\n\n",
+           cfg->name, r->n_examples, r->loss,
+           has_dropout(net) ? ", dropout masks held fixed" : "",
+           o->gc.tolerance, o->gc.entries, o->gc.entry_tolerance);
     print_rows(r);
 
-    int failed = 0;
-    for (int i = 0; i < r->n_layers; i++)
+    int failed = 0, below = 0;
+    for (int i = 0; i < r->n_layers; i++) {
         failed += !r->layers[i].pass;
-    if (failed == 0)
-        printf("\nall %d layers within tolerance\n", r->n_layers);
+        below += r->layers[i].pass && unresolved(&r->layers[i]);
+    }
+    if (failed > 0)
+        printf("\n%d of %d layers outside tolerance", failed, r->n_layers);
+    else if (below < r->n_layers)
+        printf("\n%d layers within tolerance", r->n_layers - below);
     else
-        printf("\n%d of %d layers outside tolerance\n", failed, r->n_layers);
+        printf("\nno layer checked");
+    if (below > 0)
+        printf("; %d with gradients below what float32 resolves, not "
+               "checked", below);
+    putchar('\n');
 }
 
 int cli_gradcheck(int argc, char **argv)
