@@ -6,7 +6,9 @@
 # file, summary, and one bad input of each kind, which must exit 2 with
 # one message naming the file and leave no run directory behind; then
 # compare and plot over two short runs, with and without run.json, and
-# broken run directories (exit 2, one message naming the file).
+# broken run directories (exit 2, one message naming the file); then
+# gradcheck, grad_stats.csv (its rows, and across SIGTERM, SIGKILL and
+# --resume) and plot --grads.
 #
 # Needs $CNN_TRAIN (the binary) and $CNN_SOURCE_ROOT (the repository);
 # meson test sets both. Prints "ok - ..." or "not ok - ..." per check
@@ -721,6 +723,106 @@ if grep -q "272186 trainable" "$TMP/rs.out" && grep -q "62.87 MFLOP" "$TMP/rs.ou
     pass "summary of ResNet-20: 272186 trainable parameters, 62.87 MFLOP"
 else
     fail "summary of ResNet-20" "$(tail -n 4 "$TMP/rs.out")"
+fi
+
+# --- gradients: gradcheck, grad_stats.csv, plot --grads -------------------------
+
+mkdir -p "$TMP/grads" && cd "$TMP/grads" || exit 1
+
+run gc "$BIN" gradcheck "$CFG"
+expect_rc gc 0 "gradcheck of mlp-tiny exits 0"
+if grep -q "^1 *dense_1 .* ok" "$TMP/gc.out" && grep -q "^2 *dense_2 .* ok" "$TMP/gc.out" &&
+   grep -q "dropout masks held fixed" "$TMP/gc.out" &&
+   grep -q "^2 layers within tolerance$" "$TMP/gc.out"; then
+    pass "gradcheck prints a row per layer and the verdict on stdout"
+else
+    fail "gradcheck prints a row per layer and the verdict on stdout" "$(cat "$TMP/gc.out")"
+fi
+
+# Nothing a correct layer can meet: the failing path, exit 1 and FAIL rows.
+run gc_tight "$BIN" gradcheck "$CFG" --tolerance 1e-12 --entry-tolerance 1e-12 --samples 2
+if [ "$RC" -eq 1 ] && grep -q "FAIL" "$TMP/gc_tight.out" &&
+   grep -q "layers outside tolerance" "$TMP/gc_tight.out"; then
+    pass "gradcheck outside its tolerance exits 1 and names the layers"
+else
+    fail "gradcheck outside its tolerance exits 1" "exit $RC" "$(cat "$TMP/gc_tight.out")"
+fi
+
+run gc_bad "$BIN" gradcheck "$CFG" --samples 0
+expect_rc gc_bad 2 "gradcheck --samples 0 exits 2"
+run gc_cfg "$BIN" gradcheck "$CFG" --set model.layers[1].dense.units=0
+expect_rc gc_cfg 2 "gradcheck of a broken config exits 2"
+
+# grad_stats.csv: a header, then every 5 steps a row per trained layer.
+run gs "$BIN" "$CFG" --out gs --quiet --set training.log_grad_stats=5 \
+    --set training.max_steps=20
+if [ "$RC" -eq 0 ] &&
+   [ "$(head -n 1 gs/grad_stats.csv)" = "step,epoch,layer,grad_norm,weight_norm,update_ratio" ] &&
+   [ "$(tail -n +2 gs/grad_stats.csv | cut -d, -f1,3 | tr '\n' ' ')" = \
+     "5,dense_1 5,dense_2 10,dense_1 10,dense_2 15,dense_1 15,dense_2 20,dense_1 20,dense_2 " ] &&
+   awk -F, 'NR > 1 && !($4 > 0 && $5 > 0 && $6 > 0 && $6 < 1) { bad = 1 } END { exit bad }' gs/grad_stats.csv; then
+    pass "log_grad_stats: 5 writes a row per layer at steps 5, 10, 15, 20"
+else
+    fail "log_grad_stats: 5 writes a row per layer at steps 5, 10, 15, 20" "exit $RC" \
+         "$(head -n 4 gs/grad_stats.csv 2>&1)"
+fi
+run gs_off "$BIN" "$CFG" --out gs-off --quiet --set training.max_steps=5
+if [ "$RC" -eq 0 ] && [ ! -e gs-off/grad_stats.csv ]; then
+    pass "without log_grad_stats there is no grad_stats.csv"
+else
+    fail "without log_grad_stats there is no grad_stats.csv"
+fi
+
+run pg "$BIN" plot --grads gs
+if [ "$RC" -eq 0 ] && xml_ok gs/grad_stats.svg && grep -q '>dense_1<' gs/grad_stats.svg &&
+   [ "$(grep -c '<polyline' gs/grad_stats.svg)" -eq 2 ] && [ ! -s "$TMP/pg.out" ]; then
+    pass "plot --grads draws RUN_DIR/grad_stats.svg, a line per layer"
+else
+    fail "plot --grads draws RUN_DIR/grad_stats.svg" "exit $RC" "$(cat "$TMP/pg.err" "$TMP/xml.err")"
+fi
+run pg_o "$BIN" plot --grads gs -o grads.svg
+if [ "$RC" -eq 0 ] && xml_ok grads.svg; then
+    pass "plot --grads -o FILE.svg"
+else
+    fail "plot --grads -o FILE.svg" "exit $RC"
+fi
+expect_broken "plot --grads of a run without grad_stats.csv" \
+    "gs-off/grad_stats.csv: error: cannot open" "$BIN" plot --grads gs-off
+run pg_two "$BIN" plot --grads gs gs-off -o two.svg
+expect_rc pg_two 2 "plot --grads of two runs exits 2"
+
+# Stopped (SIGTERM) and killed (SIGKILL, back to an older checkpoint),
+# then resumed: grad_stats.csv as the straight run's, no step twice.
+GS_ARGS=("$CFG" --quiet --set training.epochs=30 --set training.log_grad_stats=1
+         --set training.checkpoint_every=50)
+"$BIN" "${GS_ARGS[@]}" --out straight >/dev/null 2>&1
+# rows DIR N: waits (up to 20 s) until DIR/grad_stats.csv has N lines.
+rows() {
+    local i
+    for i in $(seq 2000); do
+        [ "$({ wc -l < "$1/grad_stats.csv"; } 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+        sleep 0.01
+    done
+    return 1
+}
+stops=""
+for sig in TERM KILL; do
+    "$BIN" "${GS_ARGS[@]}" --out stopped --resume >/dev/null 2>&1 &
+    pid=$!
+    rows stopped $(( $({ wc -l < stopped/grad_stats.csv; } 2>/dev/null || echo 0) + 300 ))
+    kill -$sig $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    stops="$stops $sig:$?"
+done
+"$BIN" "${GS_ARGS[@]}" --out stopped --resume >/dev/null 2>&1
+dups=$(tail -n +2 stopped/grad_stats.csv | cut -d, -f1,3 | sort | uniq -d | wc -l)
+if [ "$stops" = " TERM:75 KILL:137" ] && [ "$dups" -eq 0 ] &&
+   cmp -s straight/grad_stats.csv stopped/grad_stats.csv; then
+    pass "grad_stats.csv after SIGTERM, SIGKILL and --resume: the straight run's rows, none twice"
+else
+    fail "grad_stats.csv after SIGTERM, SIGKILL and --resume" "exits:$stops" \
+         "duplicated (step, layer): $dups" \
+         "$(diff straight/grad_stats.csv stopped/grad_stats.csv | head -n 4)"
 fi
 
 echo "# $COUNT checks, $FAILED failed"
