@@ -131,9 +131,21 @@ static bool unresolved(const struct cnn_gradcheck_layer *l)
     return l->unresolved_directions == l->tensors;
 }
 
+/* The widest layer name, so the table is as narrow as it can be. */
+static int name_width(const struct cnn_gradcheck_result *r)
+{
+    int w = 5;
+    for (int i = 0; i < r->n_layers; i++) {
+        int len = (int)strlen(r->layers[i].name);
+        w = len > w ? len : w;
+    }
+    return w;
+}
+
 static void print_rows(const struct cnn_gradcheck_result *r)
 {
-    printf("%-3s %-32s %9s %11s %-16s %10s %10s %9s  %s\n", "#", "layer",
+    int w = name_width(r);
+    printf("%-3s %-*s %9s %11s %-14s %10s %10s %9s  %s\n", "#", w, "layer",
            "direction", "worst_entry", "at", "analytic", "numeric",
            "below_res", "result");
     for (int i = 0; i < r->n_layers; i++) {
@@ -144,11 +156,11 @@ static void print_rows(const struct cnn_gradcheck_result *r)
                      l->worst_index);
         /* What float32 could not resolve: a pass says nothing there. */
         snprintf(below, sizeof below, "%d/%d", l->unresolved, l->entries);
-        printf("%-3d %-32s %9.2e %11.2e %-16s %10.3e %10.3e %9s  %s", i + 1,
-               l->name, l->worst_direction, l->worst_entry, at,
+        printf("%-3d %-*s %9.2e %11.2e %-14s %10.3e %10.3e %9s  %s", i + 1,
+               w, l->name, l->worst_direction, l->worst_entry, at,
                l->worst_analytic, l->worst_numeric, below,
                !l->pass ? "FAIL" : unresolved(l) ? "unresolved" : "ok");
-        if (l->unresolved_directions)
+        if (l->unresolved_directions && !unresolved(l))
             printf(" (%d of %d directions below resolution)",
                    l->unresolved_directions, l->tensors);
         if (l->unsettled)
@@ -161,11 +173,12 @@ static void print_result(const struct cnn_config *cfg, struct cnn_net *net,
                          const struct check_opts *o,
                          const struct cnn_gradcheck_result *r)
 {
-    printf("gradcheck %s: %d random examples in training mode (loss %.4f)%s;"
-           "\nrelative errors along each tensor's gradient (tolerance %g) "
-           "and at up to %d\nentries per tensor (tolerance %g)\n\n",
-           cfg->name, r->n_examples, r->loss,
-           has_dropout(net) ? ", dropout masks held fixed" : "",
+    printf("gradcheck %s: %d random examples, training mode, loss %.4f\n",
+           cfg->name, r->n_examples, r->loss);
+    if (has_dropout(net))
+        printf("dropout: the same masks in every evaluation\n");
+    printf("relative errors along each tensor's gradient (tolerance %g)\n"
+           "and at up to %d entries per tensor (tolerance %g)\n\n",
            o->gc.tolerance, o->gc.entries, o->gc.entry_tolerance);
     print_rows(r);
 
