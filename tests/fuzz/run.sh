@@ -8,7 +8,7 @@
 #   tests/fuzz/run.sh valgrind [TARGET...]     # every corpus input, once,
 #                                              # under valgrind
 #
-# Targets: config, idx, safetensors (see README.md). Run from anywhere;
+# Targets: config, idx, safetensors, data (see README.md). Run from anywhere;
 # needs clang with libFuzzer (Debian: clang, libclang-rt-<N>-dev) and the
 # headers of the libraries meson.build names; nothing from meson itself.
 #
@@ -34,7 +34,7 @@ set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mode=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-config idx safetensors}
+targets=${*:-config idx safetensors data}
 cc=${CC:-clang}
 out=${FUZZ_OUT:-$root/build-fuzz}
 nice_level=${FUZZ_NICE:-10}
@@ -51,6 +51,7 @@ max_len() {
     config) echo 8192 ;;
     idx) echo 8192 ;;
     safetensors) echo 8192 ;;
+    data) echo 16384 ;;
     esac
 }
 
@@ -81,6 +82,8 @@ libs=
 deps="yaml-0.1:-lyaml openblas:-lopenblas zlib:-lz"
 grep -q "dependency('libpng')" "$root/meson.build" &&
     deps="$deps libpng:-lpng"
+grep -q "dependency('libjpeg')" "$root/meson.build" &&
+    deps="$deps libjpeg:-ljpeg"
 for dep in $deps; do
     if pkg-config --exists "${dep%%:*}" 2>/dev/null; then
         dep_cflags="$dep_cflags $(pkg-config --cflags "${dep%%:*}")"
