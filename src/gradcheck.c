@@ -173,20 +173,21 @@ static double rel_error(double a, double n, double floor)
 
 /* How the tries of one comparison are weighed. */
 struct weigh {
-    double tol;                 /* an error within it ends the tries */
-    double settle;              /* agreement that settles the comparison */
+    double stop;                /* an error within it ends the tries */
+    double settle;              /* an error within it settles them */
+    double agree;               /* two differences this close agree */
     bool prefer_resolved;       /* a resolved try outranks a closer one */
 };
 
 /* Folds one try into v, which keeps the try with the smallest error
- * (resolved ones first, when w says so); true when this try agrees
- * within w->tol. v is settled once a try agrees within w->settle, or
- * agrees within w->tol with the try before (prev; NAN for the first,
- * or when this try is not to be trusted that way): differences that
- * hold still as the step shrinks are the function's own derivative,
- * and one that disagrees with them is the gradient's error; differences
- * that move by more are crossing kinks or rounding. floor is the
- * error's, resolution the difference's own. */
+ * (resolved ones first, when w says so); true when this try's error is
+ * within w->stop. v is settled once a try's error is within w->settle,
+ * or the try agrees (w->agree) with the try before (prev; NAN for the
+ * first, or when this try is not to be trusted that way): differences
+ * that hold still as the step shrinks are the function's own
+ * derivative, and one that disagrees with them is the gradient's error;
+ * differences that move by more are crossing kinks or rounding. floor
+ * is the error's, resolution the difference's own. */
 static bool judge_try(struct verdict *v, const struct weigh *w, double a,
                       double n, double floor, double resolution, double prev)
 {
@@ -201,9 +202,9 @@ static bool judge_try(struct verdict *v, const struct weigh *w, double a,
         v->resolved = resolved;
     }
     if (e <= w->settle ||
-        (!isnan(prev) && rel_error(prev, n, floor) <= w->tol))
+        (!isnan(prev) && rel_error(prev, n, floor) <= w->agree))
         v->settled = true;
-    return e <= w->tol;
+    return e <= w->stop;
 }
 
 /* --- one entry ----------------------------------------------------------------- */
@@ -249,11 +250,13 @@ static struct verdict compare_entry(struct check *c, float *w, int first,
                                     double a, double scale)
 {
     struct verdict v = {.error = INFINITY, .numeric = NAN};
-    /* Tried on while short of the directions' tolerance, so the error
-     * shown is near the best float32 gives; a larger step is no better
-     * for resolving more (it crosses more kinks). */
-    const struct weigh how = {.tol = c->o->tolerance,
-                              .settle = c->o->entry_tolerance};
+    /* Tried on while short of a quarter of the tolerance, so the error
+     * shown is near the best float32 gives without every entry taking
+     * every step; a larger step is no better for resolving more (it
+     * crosses more kinks). */
+    const struct weigh how = {.stop = c->o->entry_tolerance / 4,
+                              .settle = c->o->entry_tolerance,
+                              .agree = c->o->tolerance};
     double prev = NAN;
     for (int t = 0; t < ENTRY_TRIES; t++) {
         double h = ENTRY_STEPS[t] * fmax(fabs(*w), 1.0);
@@ -261,7 +264,7 @@ static struct verdict compare_entry(struct check *c, float *w, int first,
         double floor = resolution(c, d.half, how.settle);
         /* One-sided differences carry twice the rounding. */
         bool smooth = rel_error(d.forward, d.backward,
-                                fmax(2 * floor, scale)) <= how.tol;
+                                fmax(2 * floor, scale)) <= how.agree;
         if (judge_try(&v, &how, a, d.central, fmax(floor, scale), floor,
                       smooth ? prev : NAN))
             break;
@@ -346,8 +349,9 @@ static struct verdict compare_direction(struct check *c, struct cnn_param *p,
                                         int first)
 {
     struct verdict v = {.error = INFINITY, .numeric = NAN};
-    const struct weigh how = {.tol = c->o->tolerance,
+    const struct weigh how = {.stop = c->o->tolerance,
                               .settle = c->o->tolerance,
+                              .agree = c->o->tolerance,
                               .prefer_resolved = true};
     double prev = NAN;
     memcpy(c->saved, p->data, p->count * sizeof *c->saved);
@@ -365,7 +369,7 @@ static struct verdict compare_direction(struct check *c, struct cnn_param *p,
 
         double n = (lp - lm) / (2 * t);
         a /= 2 * t;
-        double floor = resolution(c, t, how.tol);
+        double floor = resolution(c, t, how.stop);
         bool resolved = fabs(a) + fabs(n) >= floor;
         if (judge_try(&v, &how, a, n, floor, floor, prev) && resolved)
             break;
