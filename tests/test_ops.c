@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "cnn/ops.h"
@@ -99,6 +100,64 @@ static void test_im2col_layout(void **state)
         assert_float_equal(col[i], want[i], 0);
 }
 
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Rounding to nearest, ties to even, on values whose bits say where
+ * they fall between two bfloat16 neighbours. */
+static void test_bf16_rounding(void **state)
+{
+    (void)state;
+    const struct { uint32_t in; uint16_t want; } cases[] = {
+        {0x3f800000u, 0x3f80},      /* 1: exact */
+        {0x3f808000u, 0x3f80},      /* half way, 0x3f80 even: down */
+        {0x3f818000u, 0x3f82},      /* half way, 0x3f81 odd: up */
+        {0x3f808001u, 0x3f81},      /* just past half: up */
+        {0x3f807fffu, 0x3f80},      /* just short of half: down */
+        {0xc0200000u, 0xc020},      /* -2.5 */
+        {0x7f7fffffu, 0x7f80},      /* the largest float: to infinity */
+        {0xff800000u, 0xff80},      /* -infinity */
+        {0x00000001u, 0x0000},      /* the smallest subnormal: to zero */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x = from_bits(cases[i].in);
+        uint16_t h;
+        cnn_bf16_pack(&x, &h, 1);
+        assert_int_equal(h, cases[i].want);
+    }
+    float nan = from_bits(0x7fc00001u), back;
+    uint16_t h;
+    cnn_bf16_pack(&nan, &h, 1);
+    cnn_bf16_unpack(&h, &back, 1);
+    assert_true(isnan(back));
+}
+
+/* Every bfloat16 value survives unpack then round; a float's rounding
+ * error is at most half a unit in the 8th bit. */
+static void test_bf16_round_trip(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 0x10000u; h += 7) {
+        uint16_t in = (uint16_t)h, again;
+        float x;
+        cnn_bf16_unpack(&in, &x, 1);
+        if (isnan(x))
+            continue;
+        cnn_bf16_pack(&x, &again, 1);
+        assert_int_equal(again, in);
+    }
+    float v[] = {3.14159265f, -1e-3f, 123456.789f, 0.1f};
+    float r[4];
+    memcpy(r, v, sizeof v);
+    cnn_bf16_round(r, 4);
+    for (int i = 0; i < 4; i++)
+        assert_true(fabsf(r[i] - v[i]) <= fabsf(v[i]) * (1.0f / 256));
+}
+
 static void test_out_size(void **state)
 {
     assert_int_equal(cnn_conv_out_size(28, 5, 1, 2), 28);
@@ -114,6 +173,8 @@ int main(void)
         cmocka_unit_test(test_im2col_adjoint),
         cmocka_unit_test(test_im2col_layout),
         cmocka_unit_test(test_out_size),
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_bf16_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,8 @@
 #define CNN_OPS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major;
  * lda/ldb/ldc are the row strides of A, B, C as stored. */
@@ -43,5 +45,14 @@ void cnn_col2im(const struct cnn_conv_geom *g, const float *col, int ld,
 /* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
  * leaves OpenBLAS's default. Returns the count in use. */
 int cnn_blas_threads(int n);
+
+/* bfloat16: the top half of a float32, 8 exponent bits and 7 mantissa
+ * bits. Packing rounds to nearest, ties to even; NaN stays NaN, and
+ * values past the largest bfloat16 become infinities, as in hardware. */
+void cnn_bf16_pack(const float *x, uint16_t *out, size_t n);
+void cnn_bf16_unpack(const uint16_t *in, float *x, size_t n);
+
+/* Rounds x to the nearest bfloat16, in place (pack then unpack). */
+void cnn_bf16_round(float *x, size_t n);
 
 #endif

@@ -71,11 +71,14 @@ static int report_job(enum cnn_status st, struct cnn_error *err)
         first = cnn_dist_min(st != CNN_OK ? rank : INT_MAX);
     int code = 0;
     if (first != INT_MAX && rank == first) {
-        if (rank > 0) {
-            char where[sizeof err->where];
-            snprintf(where, sizeof where, "rank %d: %s", rank,
-                     err->where[0] ? err->where : "cnn-train");
-            snprintf(err->where, sizeof err->where, "%s", where);
+        if (rank > 0) {     /* "rank 1: file: error: ..." */
+            char where[sizeof err->where + 32];
+            int len = snprintf(where, sizeof where, "rank %d: %s", rank,
+                               err->where[0] ? err->where : "cnn-train");
+            size_t keep = len < (int)sizeof err->where
+                              ? (size_t)len : sizeof err->where - 1;
+            memcpy(err->where, where, keep);
+            err->where[keep] = '\0';
         }
         code = cli_report(err);
     }
