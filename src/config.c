@@ -1117,7 +1117,9 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
         cnn_read_float(n, "vanishing_ratio", 1e-4, 0.0, 1.0,
                        &t->vanishing_ratio, err) ||
         cnn_read_float(n, "exploding_ratio", 1e4, 0.0, 1e30,
-                       &t->exploding_ratio, err))
+                       &t->exploding_ratio, err) ||
+        cnn_read_bool(n, "checkpoint_activations", false,
+                      &t->checkpoint_activations, err))
         return CNN_ERR_CONFIG;
     t->loss = (enum cnn_loss_kind)loss;
     t->on_nan = (enum cnn_on_nan)nan_rule;

@@ -1,7 +1,8 @@
 /*
  * Building the layer stack: parse each list item into a kind and its
  * arguments, chain shapes, place parameters in one block and allocate the
- * activation buffers. Then forward and backward walk the stack.
+ * activation buffers (those inside checkpointed blocks as views into one
+ * scratch block they share). Then forward and backward walk the stack.
  */
 #include "cnn/net.h"
 
@@ -143,6 +144,7 @@ static enum cnn_status add_layer(struct cnn_net *net, struct cnn_node *item,
     l->batch = net->batch;
     l->in = in;
     l->copy = copy;
+    l->checkpoint_default = net->checkpoint_all;
     if (net->n_layers == 0) {
         snprintf(l->prev, sizeof l->prev, "the input");
     } else {
@@ -335,7 +337,8 @@ static enum cnn_status check_input(const struct cnn_net *net,
 
 /* Activation and gradient buffers of one stack. A nested stack borrows
  * its input (acts[0]) from the layer that holds it but owns the input's
- * gradient, which that layer needs. */
+ * gradient, which that layer needs. A scratch stack gets only the
+ * arrays; its buffers are placed by allocate_scratch. */
 static enum cnn_status allocate_activations(struct cnn_net *net,
                                             struct cnn_error *err)
 {
@@ -359,7 +362,7 @@ static enum cnn_status allocate_activations(struct cnn_net *net,
     if (!net->acts || !net->dacts)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
 
-    for (int i = 0; i <= net->n_layers; i++) {
+    for (int i = 0; i <= net->n_layers && !net->scratch; i++) {
         struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
         size_t bytes = (size_t)net->batch * cnn_shape_size(s) * sizeof(float);
         bool need_input = i > 0 || net->borrowed_input;
@@ -399,14 +402,118 @@ static enum cnn_status allocate_params(struct cnn_net *net,
     return CNN_OK;
 }
 
+/* --- the scratch of checkpointed blocks ---------------------------------- */
+
+/* Fills subs with the stacks l holds (a block's stacks all share its
+ * "recomputed" flag); returns how many. */
+static int children(struct cnn_layer *l, struct cnn_net **subs)
+{
+    const char *names[4];
+    return l->kind->children ? l->kind->children(l, subs, names, 4) : 0;
+}
+
+/* Buffers of a stack and the stacks nested in it. Those of a stack a
+ * checkpointed block recomputes, and of everything inside one, are
+ * views into the shared scratch (in_scratch), placed later. */
+static enum cnn_status allocate_tree(struct cnn_net *net, bool in_scratch,
+                                     struct cnn_error *err)
+{
+    net->scratch = in_scratch;
+    enum cnn_status st = allocate_activations(net, err);
+    for (int i = 0; i < net->n_layers && st == CNN_OK; i++) {
+        struct cnn_net *subs[4];
+        int n = children(&net->layers[i], subs);
+        for (int k = 0; k < n && st == CNN_OK; k++)
+            st = allocate_tree(subs[k], in_scratch || subs[k]->recomputed,
+                               err);
+    }
+    return st;
+}
+
+/* Floats of a scratch stack's buffers: its outputs (acts[1..L]) and,
+ * unless outputs only, the gradients (dacts[0..L]); then those of the
+ * blocks inside it that do not recompute, which must all survive until
+ * the backward pass of the enclosing block. With base, points them
+ * there. */
+static size_t stack_buffers(const struct cnn_net *s, float *base,
+                            bool outputs)
+{
+    size_t used = 0;
+    for (int i = 0; i <= s->n_layers; i++) {
+        struct cnn_shape sh = i == 0 ? s->in : s->layers[i - 1].out;
+        size_t k = (size_t)s->batch * cnn_shape_size(sh);
+        if (i > 0) {
+            if (base)
+                s->acts[i] = base + used;
+            used += k;
+        }
+        if (!outputs) {
+            if (base)
+                s->dacts[i] = base + used;
+            used += k;
+        }
+    }
+    for (int i = 0; i < s->n_layers; i++) {
+        struct cnn_net *subs[4];
+        int n = children(&s->layers[i], subs);
+        for (int k = 0; k < n && !subs[0]->recomputed; k++)
+            used += stack_buffers(subs[k], base ? base + used : NULL,
+                                  outputs);
+    }
+    return used;
+}
+
+/* Scratch floats the checkpointed blocks under net need: a block's
+ * stacks side by side, then what the blocks it holds that recompute
+ * need (their backward runs inside its own). Blocks at one level run
+ * one at a time, so the largest decides. With base, places them. */
+static size_t scratch_need(const struct cnn_net *net, float *base,
+                           bool outputs)
+{
+    size_t most = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_net *subs[4];
+        int n = children(&net->layers[i], subs);
+        bool recomputed = n > 0 && subs[0]->recomputed;
+        size_t own = 0, inner = 0;
+        for (int k = 0; k < n && recomputed; k++)
+            own += stack_buffers(subs[k], base ? base + own : NULL, outputs);
+        for (int k = 0; k < n; k++) {
+            size_t m = scratch_need(subs[k], base ? base + own : NULL,
+                                    outputs);
+            inner = m > inner ? m : inner;
+        }
+        most = own + inner > most ? own + inner : most;
+    }
+    return most;
+}
+
+static enum cnn_status allocate_scratch(struct cnn_net *net,
+                                        struct cnn_error *err)
+{
+    size_t floats = scratch_need(net, NULL, false);
+    if (floats == 0)
+        return CNN_OK;
+    net->scratch_block = calloc(floats, sizeof(float));
+    if (!net->scratch_block)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the "
+                             "scratch of checkpointed blocks (%zu bytes)",
+                             floats * sizeof(float));
+    net->scratch_floats = floats;
+    scratch_need(net, net->scratch_block, false);
+    return CNN_OK;
+}
+
 /* Builds the layers of a stack (without parameters or buffers). */
 static enum cnn_status build_layers(struct cnn_net *net, struct cnn_node *list,
                                     struct cnn_shape in, int batch,
+                                    const struct cnn_net_opts *opts,
                                     struct cnn_error *err)
 {
     memset(net, 0, sizeof *net);
     net->in = in;
     net->batch = batch;
+    net->checkpoint_all = opts && opts->checkpoint;
     if (!list || list->kind != CNN_NODE_SEQ || list->n_items == 0)
         return list ? cnn_node_error(err, list, "expected a non-empty list "
                                      "of layers")
@@ -452,14 +559,39 @@ static enum cnn_status build_layers(struct cnn_net *net, struct cnn_node *list,
 enum cnn_status cnn_net_build_stack(struct cnn_net *net, struct cnn_node *list,
                                     struct cnn_shape in, int batch,
                                     enum cnn_init tail,
+                                    const struct cnn_net_opts *opts,
                                     struct cnn_error *err)
 {
-    enum cnn_status st = build_layers(net, list, in, batch, err);
+    enum cnn_status st = build_layers(net, list, in, batch, opts, err);
     net->borrowed_input = true;
-    if (st == CNN_OK) {
+    net->recomputed = opts && opts->recomputed;
+    if (st == CNN_OK)
         choose_init(net, tail);
-        st = allocate_activations(net, err);
+    if (st != CNN_OK)
+        cnn_net_free(net);
+    return st;
+}
+
+enum cnn_status cnn_net_build_opts(struct cnn_net *net,
+                                   struct cnn_node *layers,
+                                   struct cnn_shape in, int batch,
+                                   const struct cnn_net_opts *opts,
+                                   struct cnn_error *err)
+{
+    memset(net, 0, sizeof *net);
+    net->in = in;
+    net->batch = batch;
+    enum cnn_status st = check_input(net, err);
+    if (st == CNN_OK)
+        st = build_layers(net, layers, in, batch, opts, err);
+    if (st == CNN_OK) {
+        choose_init(net, CNN_INIT_GLOROT_UNIFORM);
+        st = allocate_params(net, err);
     }
+    if (st == CNN_OK)
+        st = allocate_tree(net, false, err);
+    if (st == CNN_OK)
+        st = allocate_scratch(net, err);
     if (st != CNN_OK)
         cnn_net_free(net);
     return st;
@@ -469,21 +601,7 @@ enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
                               struct cnn_shape in, int batch,
                               struct cnn_error *err)
 {
-    memset(net, 0, sizeof *net);
-    net->in = in;
-    net->batch = batch;
-    enum cnn_status st = check_input(net, err);
-    if (st == CNN_OK)
-        st = build_layers(net, layers, in, batch, err);
-    if (st == CNN_OK) {
-        choose_init(net, CNN_INIT_GLOROT_UNIFORM);
-        st = allocate_params(net, err);
-    }
-    if (st == CNN_OK)
-        st = allocate_activations(net, err);
-    if (st != CNN_OK)
-        cnn_net_free(net);
-    return st;
+    return cnn_net_build_opts(net, layers, in, batch, NULL, err);
 }
 
 static void init_param(void *ctx, const char *name, struct cnn_param *p,
@@ -537,21 +655,26 @@ void cnn_net_zero_grad(struct cnn_net *net)
     memset(net->grads, 0, net->n_params * sizeof *net->grads);
 }
 
-size_t cnn_net_activation_bytes(const struct cnn_net *net)
+/* Output bytes in buffers of their own: not those of scratch stacks. */
+static size_t owned_outputs(const struct cnn_net *net)
 {
     size_t total = 0;
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
-        total += (size_t)net->batch * cnn_shape_size(l->out) * sizeof(float);
-        if (!l->kind->children)
-            continue;
+        if (!net->scratch)
+            total += (size_t)net->batch * cnn_shape_size(l->out) *
+                     sizeof(float);
         struct cnn_net *subs[4];
-        const char *names[4];
-        int n = l->kind->children(l, subs, names, 4);
+        int n = children(l, subs);
         for (int k = 0; k < n; k++)
-            total += cnn_net_activation_bytes(subs[k]);
+            total += owned_outputs(subs[k]);
     }
     return total;
+}
+
+size_t cnn_net_activation_bytes(const struct cnn_net *net)
+{
+    return owned_outputs(net) + scratch_need(net, NULL, true) * sizeof(float);
 }
 
 double cnn_net_flops(const struct cnn_net *net)
@@ -628,12 +751,14 @@ void cnn_net_free(struct cnn_net *net)
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind->destroy)
             net->layers[i].kind->destroy(&net->layers[i]);
-    if (net->acts)
+    /* A scratch stack's buffers are views into the outer net's block. */
+    if (net->acts && !net->scratch)
         for (int i = net->borrowed_input ? 1 : 0; i <= net->n_layers; i++)
             free(net->acts[i]);
-    if (net->dacts)
+    if (net->dacts && !net->scratch)
         for (int i = 0; i <= net->n_layers; i++)
             free(net->dacts[i]);
+    free(net->scratch_block);
     free(net->acts);
     free(net->dacts);
     free(net->params);

@@ -136,6 +136,8 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
     s->cfg = cfg;
     s->regression = cfg->data.task == CNN_TASK_REGRESS;
     const struct cnn_data_config *d = &cfg->data;
+    struct cnn_net_opts opts = {
+        .checkpoint = cfg->training.checkpoint_activations};
 
     enum cnn_status st = load_train(s, true, err);
     if (st == CNN_OK && cnn_split_given(&d->test))
@@ -147,8 +149,8 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
     int ranks = cnn_dist_size();
     int batch = (int)((cfg->training.batch_size + ranks - 1) / ranks);
     if (st == CNN_OK)
-        st = cnn_net_build(&s->net, cfg->model_layers, s->train.shape, batch,
-                           err);
+        st = cnn_net_build_opts(&s->net, cfg->model_layers, s->train.shape,
+                                batch, &opts, err);
     if (st == CNN_OK)
         st = check_fit(s, err);
     if (st == CNN_OK) {
@@ -177,6 +179,8 @@ enum cnn_status cnn_session_open_eval(struct cnn_session *s,
     s->regression = cfg->data.task == CNN_TASK_REGRESS;
     s->norm = *norm;
     const struct cnn_data_config *d = &cfg->data;
+    struct cnn_net_opts opts = {
+        .checkpoint = cfg->training.checkpoint_activations};
     /* A held-out test split is read from the training data; a test file
      * is read with the training class names, from the weights. */
     enum cnn_status st = CNN_OK;
@@ -200,8 +204,8 @@ enum cnn_status cnn_session_open_eval(struct cnn_session *s,
                            "values, but the weights were standardized over "
                            "%d", cnn_shape_size(s->test.shape), norm->n_feat);
     if (st == CNN_OK)
-        st = cnn_net_build(&s->net, cfg->model_layers, s->test.shape,
-                           (int)cfg->training.batch_size, err);
+        st = cnn_net_build_opts(&s->net, cfg->model_layers, s->test.shape,
+                                (int)cfg->training.batch_size, &opts, err);
     if (st == CNN_OK)
         st = check_fit(s, err);
     if (st != CNN_OK)

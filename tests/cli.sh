@@ -7,6 +7,7 @@
 # one message naming the file and leave no run directory behind; then
 # compare and plot over two short runs, with and without run.json, and
 # broken run directories (exit 2, one message naming the file); then
+# activation checkpointing (summary's figures, the same run either way);
 # gradcheck, grad_stats.csv (its rows, and across SIGTERM, SIGKILL and
 # --resume) and plot --grads.
 #
@@ -724,6 +725,52 @@ if grep -q "272186 trainable" "$TMP/rs.out" && grep -q "62.87 MFLOP" "$TMP/rs.ou
 else
     fail "summary of ResNet-20" "$(tail -n 4 "$TMP/rs.out")"
 fi
+
+# --- activation checkpointing -----------------------------------------------
+
+run rsck "$BIN" summary "$ROOT/configs/resnet.yaml" --set training.batch_size=256
+if /usr/bin/python3 -c 'import re, sys
+text = open(sys.argv[1]).read()
+unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+def size(pattern):
+    m = re.search(pattern + r" +([0-9.]+) (B|KiB|MiB|GiB)", text)
+    return float(m.group(1)) * unit[m.group(2)]
+full = size(r"activations, batch 256")
+kept = size(r"with checkpointing")
+assert kept <= 0.6 * full, (kept, full)' "$TMP/rsck.out" 2>"$TMP/rsck.py"; then
+    pass "summary: checkpointing saves at least 40% of ResNet-20's activations"
+else
+    fail "summary: checkpointing saves at least 40% of ResNet-20's activations" \
+         "$(tail -n 3 "$TMP/rsck.out")" "$(tail -n 2 "$TMP/rsck.py")"
+fi
+
+# The same five steps of a small ResNet with and without: the same
+# losses and the same tensors (the metadata differ: the config).
+tensors() {
+    local n
+    n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+    tail -c +$((n + 9)) "$1" | sha256sum
+}
+for mode in false true; do
+    run "ck_$mode" "$BIN" train "$ROOT/configs/resnet-small.yaml" \
+        --set "data.dir=$DATA" --set training.max_steps=5 \
+        --set training.batch_size=32 --set data.limit_train=256 \
+        --set data.limit_test=64 --set "training.checkpoint_activations=$mode" \
+        --out "$TMP/ck-$mode"
+done
+if [ -s "$TMP/ck-true/model.safetensors" ] &&
+   [ "$(tensors "$TMP/ck-false/model.safetensors")" = \
+     "$(tensors "$TMP/ck-true/model.safetensors")" ] &&
+   [ "$(losses "$TMP/ck-false/metrics.csv")" = \
+     "$(losses "$TMP/ck-true/metrics.csv")" ]; then
+    pass "checkpoint_activations: the same losses and weights, bit for bit"
+else
+    fail "checkpoint_activations: the same losses and weights, bit for bit" \
+         "$(tail -n 2 "$TMP/ck_true.err")"
+fi
+run ckbad "$BIN" summary "$ROOT/configs/resnet-small.yaml" \
+    --set training.checkpoint_activations=sometimes
+expect_rc ckbad 2 "checkpoint_activations: a value not true or false exits 2"
 
 # --- gradients: gradcheck, grad_stats.csv, plot --grads -------------------------
 

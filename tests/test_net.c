@@ -2,9 +2,10 @@
  * Net building tests: shape inference through conv/pool/flatten/dense
  * chains, parameter counts and names, the located errors of the model
  * section (unknown layers and arguments, the common indentation slip,
- * shapes that do not chain, sizes too large to be meant), and seeded
- * parameter initialization. Forward and backward numbers belong to
- * test_layers.c; nothing here reads data.
+ * shapes that do not chain, sizes too large to be meant), seeded
+ * parameter initialization, and activation checkpointing: the same
+ * steps, bit for bit, in less activation memory. Forward and backward
+ * numbers belong to test_layers.c; nothing here reads data.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -58,10 +59,12 @@ static struct cnn_shape shape(int c, int h, int w)
 }
 
 /* Loads PREFIX + layers into cfgs[slot] (which must resolve) and builds
- * nets[slot] from it. The config stays alive: layers point into it. */
-static enum cnn_status build_in(int slot, const char *layers,
-                                struct cnn_shape in, int batch,
-                                struct cnn_error *err)
+ * nets[slot] from it with opts (may be NULL). The config stays alive:
+ * layers point into it. */
+static enum cnn_status build_opts(int slot, const char *layers,
+                                  struct cnn_shape in, int batch,
+                                  const struct cnn_net_opts *opts,
+                                  struct cnn_error *err)
 {
     size_t n = strlen(PREFIX) + strlen(layers) + 1;
     char *text = malloc(n);
@@ -75,8 +78,15 @@ static enum cnn_status build_in(int slot, const char *layers,
         st = cnn_config_resolve(&cfgs[slot], err);
     if (st != CNN_OK)
         fail_msg("config did not resolve: %s: %s", err->where, err->message);
-    return cnn_net_build(&nets[slot], cfgs[slot].model_layers, in, batch,
-                         err);
+    return cnn_net_build_opts(&nets[slot], cfgs[slot].model_layers, in, batch,
+                              opts, err);
+}
+
+static enum cnn_status build_in(int slot, const char *layers,
+                                struct cnn_shape in, int batch,
+                                struct cnn_error *err)
+{
+    return build_opts(slot, layers, in, batch, NULL, err);
 }
 
 static enum cnn_status build(const char *layers, struct cnn_shape in,
@@ -747,6 +757,223 @@ static void test_init_distributions(void **state)
         assert_true(w->data[i] == 0.0f);
 }
 
+/* --- activation checkpointing ------------------------------------------ */
+
+/* A projection block, an identity block and a pad block, each with
+ * batchnorm and dropout in its body, and dropout after them, so that the
+ * dropout stream must come out of the blocks where it would have. */
+static const char CHECKPOINT_BLOCKS[] =
+    "    - conv2d: {filters: 4, size: 3, pad: 1}\n"
+    "    - residual:\n"
+    "        body:\n"
+    "          - conv2d: {filters: 6, size: 3, stride: 2, pad: 1, "
+    "bias: false}\n"
+    "          - batchnorm\n"
+    "          - relu\n"
+    "          - dropout: {rate: 0.3}\n"
+    "          - conv2d: {filters: 6, size: 3, pad: 1, bias: false}\n"
+    "          - batchnorm\n"
+    "        shortcut: [conv2d: {filters: 6, size: 1, stride: 2, "
+    "bias: false}, batchnorm]\n"
+    "    - residual:\n"
+    "        body:\n"
+    "          - conv2d: {filters: 6, size: 3, pad: 1, bias: false}\n"
+    "          - batchnorm\n"
+    "          - relu\n"
+    "          - dropout: {rate: 0.3}\n"
+    "          - conv2d: {filters: 6, size: 3, pad: 1, bias: false}\n"
+    "          - batchnorm\n"
+    "    - residual:\n"
+    "        body: [conv2d: {filters: 8, size: 3, stride: 2, pad: 1}, "
+    "batchnorm, dropout: {rate: 0.2}]\n"
+    "        shortcut: pad\n"
+    "    - dropout: {rate: 0.2}\n"
+    "    - global_avgpool\n"
+    "    - flatten\n"
+    "    - dense: {units: 5}\n";
+
+/* Two residual blocks holding two residual blocks each, one of them with
+ * a shortcut of its own. */
+static const char NESTED_BLOCKS[] =
+    "    - conv2d: {filters: 4, size: 3, pad: 1}\n"
+    "    - residual:\n"
+    "        body:\n"
+    "          - residual:\n"
+    "              body: [conv2d: {filters: 4, size: 3, pad: 1}, "
+    "batchnorm, relu, dropout: {rate: 0.3}]\n"
+    "          - batchnorm\n"
+    "          - dropout: {rate: 0.3}\n"
+    "          - residual:\n"
+    "              body: [conv2d: {filters: 4, size: 3, pad: 1}, "
+    "batchnorm]\n"
+    "              shortcut: [conv2d: {filters: 4, size: 1}]\n"
+    "        repeat: 2\n"
+    "%s"
+    "    - flatten\n"
+    "    - dense: {units: 3}\n";
+
+enum { CK_BATCH = 4 };
+
+/* One training-mode forward and backward of input x and output
+ * gradient dout; nets[1]'s scratch is scribbled over in between, so its
+ * blocks must recompute what they use. */
+static void checkpoint_step(struct cnn_net *net, const float *x,
+                            const float *dout)
+{
+    memcpy(cnn_net_input(net), x,
+           CK_BATCH * cnn_shape_size(net->in) * sizeof(float));
+    cnn_net_forward(net, CK_BATCH, true);
+    if (net->scratch_block)
+        memset(net->scratch_block, 0xff,
+               net->scratch_floats * sizeof(float));
+    cnn_net_zero_grad(net);
+    cnn_net_backward(net, dout, CK_BATCH);
+}
+
+/* Two steps of nets[0] and nets[1] (the same model, seed and inputs)
+ * give the same bytes: outputs, gradients of every parameter and of the
+ * blocks' inputs, running statistics, and the dropout stream. */
+static void assert_same_steps(void)
+{
+    struct cnn_net *a = &nets[0], *b = &nets[1];
+    assert_int_equal(a->n_params, b->n_params);
+    cnn_net_init_params(a, 5);
+    cnn_net_init_params(b, 5);
+    size_t in = CK_BATCH * cnn_shape_size(a->in);
+    size_t out = CK_BATCH * cnn_shape_size(a->out);
+    float *x = malloc(in * sizeof *x), *dout = malloc(out * sizeof *dout);
+    float *stats = malloc(a->n_params * sizeof *stats);
+    assert_non_null(x);
+    assert_non_null(dout);
+    assert_non_null(stats);
+    memcpy(stats, a->params, a->n_params * sizeof *stats);
+
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 11, 99, 0);
+    for (int step = 0; step < 2; step++) {
+        for (size_t i = 0; i < in; i++)
+            x[i] = (float)cnn_rng_normal(&rng);
+        for (size_t i = 0; i < out; i++)
+            dout[i] = (float)cnn_rng_normal(&rng);
+        checkpoint_step(a, x, dout);
+        checkpoint_step(b, x, dout);
+
+        assert_memory_equal(a->acts[a->n_layers], b->acts[b->n_layers],
+                            out * sizeof(float));
+        assert_memory_equal(a->grads, b->grads,
+                            a->n_params * sizeof(float));
+        for (int i = 1; i <= a->n_layers; i++)
+            assert_memory_equal(a->dacts[i], b->dacts[i], CK_BATCH *
+                                cnn_shape_size(a->layers[i - 1].out) *
+                                sizeof(float));
+        /* The running statistics moved once per step, not twice. */
+        assert_memory_equal(a->params, b->params,
+                            a->n_params * sizeof(float));
+        assert_memory_not_equal(a->params, stats,
+                                a->n_params * sizeof(float));
+        memcpy(stats, a->params, a->n_params * sizeof *stats);
+        assert_memory_equal(&a->dropout_rng, &b->dropout_rng,
+                            sizeof a->dropout_rng);
+    }
+    free(x);
+    free(dout);
+    free(stats);
+}
+
+static void test_checkpoint_same_gradients(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    struct cnn_net_opts on = {.checkpoint = true};
+    assert_int_equal(build_opts(0, CHECKPOINT_BLOCKS, shape(2, 8, 8),
+                                CK_BATCH, NULL, &err), CNN_OK);
+    assert_int_equal(build_opts(1, CHECKPOINT_BLOCKS, shape(2, 8, 8),
+                                CK_BATCH, &on, &err), CNN_OK);
+    assert_null(nets[0].scratch_block);
+    assert_non_null(nets[1].scratch_block);
+    assert_true(cnn_net_activation_bytes(&nets[1]) <
+                cnn_net_activation_bytes(&nets[0]));
+    assert_same_steps();
+}
+
+/* The outputs kept: the stem's, each block's and those after them.
+ * The scratch holds the largest block's stacks: the first, six body
+ * outputs and two shortcut outputs of 6x4x4. */
+static void test_checkpoint_bytes(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    struct cnn_net_opts on = {.checkpoint = true};
+    assert_int_equal(build_opts(0, CHECKPOINT_BLOCKS, shape(2, 8, 8),
+                                CK_BATCH, &on, &err), CNN_OK);
+    size_t kept = 4 * 64 + 6 * 16 + 6 * 16 + 8 * 4 + 8 * 4 + 8 + 8 + 5;
+    size_t scratch = 8 * 6 * 16;
+    assert_int_equal(cnn_net_activation_bytes(&nets[0]),
+                     CK_BATCH * (kept + scratch) * sizeof(float));
+    /* Outputs and their gradients, and each stack's input gradient. */
+    assert_int_equal(nets[0].scratch_floats,
+                     CK_BATCH * (2 * scratch + 2 * 4 * 64));
+}
+
+/* "checkpoint:" on a block says yes or no whatever the training key
+ * says: with the key or without, only the first block checkpoints. */
+static void test_checkpoint_per_block(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    struct cnn_net_opts on = {.checkpoint = true};
+    static const char layers[] =
+        "    - conv2d: {filters: 4, size: 3, pad: 1}\n"
+        "    - residual: {body: [conv2d: {filters: 4, size: 3, pad: 1}, "
+        "batchnorm, dropout: {rate: 0.5}], checkpoint: %s}\n"
+        "    - residual: {body: [conv2d: {filters: 4, size: 3, pad: 1}, "
+        "batchnorm, relu], checkpoint: %s}\n"
+        "    - flatten\n"
+        "    - dense: {units: 3}\n";
+    char text[1024];
+    snprintf(text, sizeof text, layers, "true", "false");
+    assert_int_equal(build_opts(0, text, shape(1, 6, 6), CK_BATCH, &on,
+                                &err), CNN_OK);
+    assert_int_equal(build_opts(1, text, shape(1, 6, 6), CK_BATCH, NULL,
+                                &err), CNN_OK);
+    /* Kept: stem, two block outputs, the second body's 3, flatten and
+     * dense; scratch: the first body's 3. */
+    size_t kept = CK_BATCH * (4 * 36 * 7 + 3);
+    size_t scratch = CK_BATCH * 3 * 4 * 36;
+    assert_int_equal(cnn_net_activation_bytes(&nets[0]),
+                     (kept + scratch) * sizeof(float));
+    assert_int_equal(cnn_net_activation_bytes(&nets[1]),
+                     (kept + scratch) * sizeof(float));
+    assert_same_steps();
+}
+
+static void test_checkpoint_nested(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    struct cnn_net_opts on = {.checkpoint = true};
+    char text[2048];
+    snprintf(text, sizeof text, NESTED_BLOCKS, "");
+    assert_int_equal(build_opts(0, text, shape(2, 5, 5), CK_BATCH, NULL,
+                                &err), CNN_OK);
+    assert_int_equal(build_opts(1, text, shape(2, 5, 5), CK_BATCH, &on,
+                                &err), CNN_OK);
+    size_t all = cnn_net_activation_bytes(&nets[1]);
+    assert_same_steps();
+
+    /* Only the outer blocks: the inner ones live in the outer one's
+     * scratch, side by side, and are not run a third time. */
+    cnn_net_free(&nets[1]);
+    cnn_config_free(&cfgs[1]);
+    snprintf(text, sizeof text, NESTED_BLOCKS, "        checkpoint: true\n");
+    assert_int_equal(build_opts(1, text, shape(2, 5, 5), CK_BATCH, NULL,
+                                &err), CNN_OK);
+    size_t outer = cnn_net_activation_bytes(&nets[1]);
+    assert_true(all < outer);
+    assert_true(outer < cnn_net_activation_bytes(&nets[0]));
+    assert_same_steps();
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -777,6 +1004,10 @@ int main(void)
         T(test_no_layers),
         T(test_init_deterministic),
         T(test_init_distributions),
+        T(test_checkpoint_same_gradients),
+        T(test_checkpoint_bytes),
+        T(test_checkpoint_per_block),
+        T(test_checkpoint_nested),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

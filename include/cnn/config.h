@@ -179,6 +179,8 @@ struct cnn_training_config {
                                        is below this times the last
                                        layer's; 0 = never */
     double exploding_ratio;         /* ... or above this; 0 = never */
+    bool checkpoint_activations;    /* every residual block recomputes
+                                       its inner activations in backward */
 };
 
 struct cnn_config {

@@ -79,6 +79,9 @@ struct cnn_param {
 struct cnn_fwd_ctx {
     bool train;                       /* dropout and friends act only here */
     struct cnn_rng *rng;              /* the net's dropout stream */
+    bool recompute;                   /* a checkpointed block runs its body
+                                         again on the same batch: no side
+                                         effects (running statistics) */
 };
 
 struct cnn_layer;
@@ -112,6 +115,9 @@ struct cnn_layer {
     int copy;                         /* which copy of a repeated item */
     float lr_mult;                    /* "lr_mult": scales its lr */
     bool trainable;                   /* "trainable: false" freezes it */
+    bool checkpoint_default;          /* the model checkpoints every block
+                                         that can (residual) unless it says
+                                         otherwise */
     void *state;                      /* owned by the kind */
 };
 

@@ -28,6 +28,25 @@ struct cnn_net {
     struct cnn_rng dropout_rng;
     bool borrowed_input;    /* a nested stack: acts[0] is its holder's
                                input, set by cnn_net_forward_ctx */
+    bool checkpoint_all;    /* its residual blocks checkpoint by default */
+    bool recomputed;        /* a checkpointed block's stack, run again by
+                               the block in its backward pass */
+    bool scratch;           /* recomputed, or inside such a stack: acts[1..]
+                               and dacts are views into the scratch */
+    float *scratch_block;   /* the outermost net: the scratch shared by
+                               every checkpointed block, sized to the
+                               largest; NULL when none checkpoints */
+    size_t scratch_floats;
+};
+
+/* How a net is built; a zeroed struct (or NULL) is the default. */
+struct cnn_net_opts {
+    bool checkpoint;        /* every residual block, nested ones too,
+                               checkpoints its activations
+                               (training.checkpoint_activations) */
+    bool recomputed;        /* nested stacks only: the holder keeps none of
+                               the stack's buffers and runs it again in its
+                               backward pass (a checkpointed block) */
 };
 
 /* Builds layers from a sequence node for inputs of shape in, batches of
@@ -37,12 +56,23 @@ enum cnn_status cnn_net_build(struct cnn_net *net, struct cnn_node *layers,
                               struct cnn_shape in, int batch,
                               struct cnn_error *err);
 
-/* A stack nested in a layer (a residual body): layers and activation
- * buffers only; its tensors live in the outer net's block, placed when
- * the outer net is built. tail picks "init: auto" for its last layers. */
+/* The same with options (opts may be NULL). Checkpointed blocks keep
+ * only their output; what their stacks hold lives in one scratch block
+ * the net owns, and is computed again in the backward pass. */
+enum cnn_status cnn_net_build_opts(struct cnn_net *net,
+                                   struct cnn_node *layers,
+                                   struct cnn_shape in, int batch,
+                                   const struct cnn_net_opts *opts,
+                                   struct cnn_error *err);
+
+/* A stack nested in a layer (a residual body): layers only; its tensors
+ * live in the outer net's block and its buffers are allocated (or placed
+ * in the shared scratch) when the outer net is built. tail picks "init:
+ * auto" for its last layers. */
 enum cnn_status cnn_net_build_stack(struct cnn_net *net, struct cnn_node *list,
                                     struct cnn_shape in, int batch,
                                     enum cnn_init tail,
+                                    const struct cnn_net_opts *opts,
                                     struct cnn_error *err);
 
 /* Forward of a (nested) stack on input x with the caller's context. */
@@ -75,7 +105,9 @@ void cnn_net_backward(struct cnn_net *net, const float *dout, int n);
 
 void cnn_net_zero_grad(struct cnn_net *net);
 
-/* Bytes of activation buffers (outputs only) for a full batch. */
+/* Bytes of activation buffers (outputs only) for a full batch; the
+ * outputs inside checkpointed blocks count once, as the part of the
+ * shared scratch that holds them. */
 size_t cnn_net_activation_bytes(const struct cnn_net *net);
 
 double cnn_net_flops(const struct cnn_net *net);

@@ -1,7 +1,9 @@
 /*
  * cnn-train summary CONFIG: the layer table (name, kind, output shape,
  * parameters, forward FLOPs per example, activation memory for the
- * batch) and totals, on stdout. Reads no data beyond the image header.
+ * batch) and totals, on stdout, with the activation memory the other
+ * setting of training.checkpoint_activations would take. Reads no data
+ * beyond the image header.
  */
 #include <stdio.h>
 
@@ -23,8 +25,9 @@ static void human(double v, const char *unit, char *buf, size_t cap)
     snprintf(buf, cap, i ? "%.2f %s%s" : "%.0f %s%s", v, prefix[i], unit);
 }
 
+/* other: activation bytes with checkpoint_activations flipped. */
 static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
-                        size_t frozen)
+                        size_t frozen, size_t other)
 {
     char shape[48], flops[32], mem[32];
     printf("model %s: input %dx%dx%d, batch %d\n\n", cfg->name, net->in.c,
@@ -58,6 +61,30 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
     printf("training step estimate:  3x forward per example\n");
     printf("activations, batch %-5d %s (training keeps as much again for "
            "their gradients)\n", net->batch, mem);
+    bool on = cfg->training.checkpoint_activations;
+    if (other == 0 || other == cnn_net_activation_bytes(net))
+        return;
+    cli_format_bytes((double)other, mem, sizeof mem);
+    printf("  %-22s %s (checkpoint_activations: %s)\n",
+           on ? "without checkpointing" : "with checkpointing", mem,
+           on ? "false" : "true");
+}
+
+/* Activation bytes of the model built with checkpoint_activations
+ * flipped; 0 when it does not build. */
+static size_t flipped_bytes(const struct cnn_config *cfg, struct cnn_shape in)
+{
+    struct cnn_net_opts flip = {
+        .checkpoint = !cfg->training.checkpoint_activations};
+    struct cnn_net net;
+    struct cnn_error err = {0};
+    size_t bytes = 0;
+    if (cnn_net_build_opts(&net, cfg->model_layers, in,
+                           (int)cfg->training.batch_size, &flip,
+                           &err) == CNN_OK)
+        bytes = cnn_net_activation_bytes(&net);
+    cnn_net_free(&net);
+    return bytes;
 }
 
 int cli_summary(int argc, char **argv)
@@ -74,9 +101,11 @@ int cli_summary(int argc, char **argv)
     enum cnn_status st = cli_load_config(&opts, &cfg, &err);
     if (st == CNN_OK)
         st = cnn_config_input_shape(&cfg, &in, &err);
+    struct cnn_net_opts build = {
+        .checkpoint = st == CNN_OK && cfg.training.checkpoint_activations};
     if (st == CNN_OK)
-        st = cnn_net_build(&net, cfg.model_layers, in,
-                           (int)cfg.training.batch_size, &err);
+        st = cnn_net_build_opts(&net, cfg.model_layers, in,
+                                (int)cfg.training.batch_size, &build, &err);
     /* The optimizer section is checked too, as training would. */
     struct cnn_optim optim = {0};
     int n_groups = 0;
@@ -92,7 +121,7 @@ int cli_summary(int argc, char **argv)
             frozen += groups[i].count;
     free(groups);
     if (st == CNN_OK)
-        print_table(&cfg, &net, frozen);
+        print_table(&cfg, &net, frozen, flipped_bytes(&cfg, in));
     cnn_net_free(&net);
     cnn_config_free(&cfg);
     return st == CNN_OK ? 0 : cli_report(&err);

@@ -10,7 +10,9 @@
  * Under MPI each rank normalizes by its own shard's statistics, unless
  * sync: true, which sums the per-channel sums over the ranks in the
  * forward pass (and those of the backward pass), so the statistics are
- * those of the whole global batch.
+ * those of the whole global batch. A checkpointed block's recompute
+ * (ctx->recompute) sums again, in the same order on every rank, but does
+ * not move the running statistics a second time.
  *
  *   - batchnorm: {momentum: 0.1, eps: 1e-5, sync: false}
  */
@@ -115,9 +117,13 @@ static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
             mean = (float)m;
             invstd = (float)(1.0 / sqrt(var + s->eps));
             double unbiased = count > 1 ? var * count / (count - 1) : var;
-            rmean[c] = (1 - s->momentum) * rmean[c] + s->momentum * mean;
-            rvar[c] = (1 - s->momentum) * rvar[c] +
-                      s->momentum * (float)unbiased;
+            /* A recompute sees the same batch: the statistics moved
+             * once already. */
+            if (!ctx->recompute) {
+                rmean[c] = (1 - s->momentum) * rmean[c] + s->momentum * mean;
+                rvar[c] = (1 - s->momentum) * rvar[c] +
+                          s->momentum * (float)unbiased;
+            }
             s->mean[c] = mean;
             s->invstd[c] = invstd;
         } else {

@@ -12,6 +12,7 @@
  *       shortcut: identity          # identity | pad | [a list of layers]
  *       activation: relu            # relu | none
  *       repeat: 3                   # copies; see below
+ *       checkpoint: false           # default: training.checkpoint_activations
  *
  * shortcut pad is the parameter-free "option A": take every s-th pixel
  * and pad the extra channels with zeros. With repeat: N the net makes N
@@ -19,6 +20,14 @@
  * stride in their body is 1 and their shortcut is the identity.
  * Tensors are named <block>.body.<layer>.<tensor>, and
  * <block>.shortcut.<layer>.<tensor> for a shortcut list.
+ *
+ * A checkpointed block keeps only its output (its input is the holder's):
+ * the buffers of its stacks are views into the scratch the model shares
+ * between all such blocks. Its backward runs the stacks forward again on
+ * the same input, replaying the dropout stream from where the first pass
+ * began (batchnorm leaves its running statistics alone the second time),
+ * so the gradients are bit for bit those of a block that kept everything.
+ * The sum's gradient lives in the body's output gradient, dacts[L].
  */
 #include "cnn/net.h"
 
@@ -34,8 +43,9 @@ struct residual {
     bool relu;
     int stride;                     /* SHORTCUT_PAD */
     struct cnn_node *copy;          /* body with strides 1, copies > 0 */
-    float *sc;                      /* [batch, out] shortcut output (pad) */
-    float *dsum;                    /* [batch, out] gradient of the sum */
+    bool checkpoint;                /* stacks in the shared scratch */
+    bool train_at, rng_at_set;      /* the last forward's context, */
+    struct cnn_rng rng_at;          /* replayed by the recompute */
 };
 
 static void force_unit_strides(struct cnn_node *n)
@@ -59,7 +69,9 @@ static bool same(struct cnn_shape a, struct cnn_shape b)
 }
 
 static enum cnn_status read_shortcut(struct cnn_layer *l, struct cnn_node *args,
-                                     struct residual *r, struct cnn_error *err)
+                                     struct residual *r,
+                                     const struct cnn_net_opts *opts,
+                                     struct cnn_error *err)
 {
     struct cnn_node *n = cnn_node_get(args, "shortcut");
     r->kind = SHORTCUT_IDENTITY;
@@ -68,7 +80,7 @@ static enum cnn_status read_shortcut(struct cnn_layer *l, struct cnn_node *args,
     if (n->kind == CNN_NODE_SEQ) {
         r->kind = SHORTCUT_LAYERS;
         return cnn_net_build_stack(&r->shortcut, n, l->in, l->batch,
-                                   CNN_INIT_GLOROT_UNIFORM, err);
+                                   CNN_INIT_GLOROT_UNIFORM, opts, err);
     }
     static const char *const names[] = {"identity", "pad", NULL};
     int which;
@@ -120,9 +132,13 @@ static enum cnn_status residual_create(struct cnn_layer *l,
     l->state = r;
     cnn_node_get(args, "repeat");           /* the net's key */
     if (cnn_read_choice(args, "activation", acts, 0, &act, err) ||
+        cnn_read_bool(args, "checkpoint", l->checkpoint_default,
+                      &r->checkpoint, err) ||
         cnn_layer_require(l, args, "body", "- residual: {body: [...]}", err))
         return CNN_ERR_CONFIG;
     r->relu = act == 0;
+    struct cnn_net_opts opts = {.checkpoint = l->checkpoint_default,
+                                .recomputed = r->checkpoint};
 
     struct cnn_node *body = cnn_node_get(args, "body");
     if (l->copy > 0) {
@@ -134,39 +150,44 @@ static enum cnn_status residual_create(struct cnn_layer *l,
     enum cnn_status st = cnn_net_build_stack(&r->body, body, l->in, l->batch,
                                              r->relu ? CNN_INIT_HE_NORMAL
                                                      : CNN_INIT_GLOROT_UNIFORM,
-                                             err);
+                                             &opts, err);
     if (st == CNN_OK)
-        st = read_shortcut(l, args, r, err);
+        st = read_shortcut(l, args, r, &opts, err);
     if (st == CNN_OK)
         st = check_shapes(l, r, err);
     if (st != CNN_OK)
         return st;
 
     l->out = r->body.out;
-    size_t out = (size_t)l->batch * cnn_shape_size(l->out) * sizeof(float);
-    r->dsum = cnn_layer_alloc(l, out, err);
-    if (r->dsum && r->kind == SHORTCUT_PAD)
-        r->sc = cnn_layer_alloc(l, out, err);
-    if (!r->dsum || (r->kind == SHORTCUT_PAD && !r->sc))
-        return cnn_layer_alloc_status(err);
     l->flops = cnn_net_flops(&r->body) + 2.0 * cnn_shape_size(l->out) +
                (r->kind == SHORTCUT_LAYERS ? cnn_net_flops(&r->shortcut) : 0);
     return CNN_OK;
 }
 
-/* Option A: every stride-th pixel, channels beyond the input's zero. */
+static float sum_act(const struct residual *r, float b, float s)
+{
+    float v = b + s;
+    return r->relu && v < 0.0f ? 0.0f : v;
+}
+
+/* y = act(b + option A of x): every stride-th pixel, channels beyond
+ * the input's zero. */
 static void pad_forward(const struct residual *r, struct cnn_shape in,
-                        struct cnn_shape out, const float *x, float *y, int n)
+                        struct cnn_shape out, const float *x, const float *b,
+                        float *y, int n)
 {
     size_t in_size = cnn_shape_size(in), out_size = cnn_shape_size(out);
-    memset(y, 0, (size_t)n * out_size * sizeof *y);
     for (int i = 0; i < n; i++)
-        for (int c = 0; c < in.c; c++)
+        for (int c = 0; c < out.c; c++)
             for (int oy = 0; oy < out.h; oy++)
-                for (int ox = 0; ox < out.w; ox++)
-                    y[i * out_size + ((size_t)c * out.h + oy) * out.w + ox] =
+                for (int ox = 0; ox < out.w; ox++) {
+                    size_t o = i * out_size +
+                               ((size_t)c * out.h + oy) * out.w + ox;
+                    float s = c >= in.c ? 0.0f :
                         x[i * in_size + ((size_t)c * in.h + oy * r->stride) *
                                             in.w + ox * r->stride];
+                    y[o] = sum_act(r, b[o], s);
+                }
 }
 
 static void pad_backward(const struct residual *r, struct cnn_shape in,
@@ -184,23 +205,48 @@ static void pad_backward(const struct residual *r, struct cnn_shape in,
                            ox];
 }
 
+/* The stacks' forward, whose buffers and layer state backward needs. */
+static const float *stacks_forward(struct residual *r, const float *x, int n,
+                                   const struct cnn_fwd_ctx *ctx,
+                                   const float **s)
+{
+    const float *b = cnn_net_forward_ctx(&r->body, x, n, ctx);
+    if (r->kind == SHORTCUT_LAYERS)
+        *s = cnn_net_forward_ctx(&r->shortcut, x, n, ctx);
+    return b;
+}
+
 static void residual_forward(struct cnn_layer *l, const float *x, float *y,
                              int n, const struct cnn_fwd_ctx *ctx)
 {
     struct residual *r = l->state;
-    size_t N = (size_t)n * cnn_shape_size(l->out);
-    const float *b = cnn_net_forward_ctx(&r->body, x, n, ctx);
+    if (r->checkpoint) {
+        r->train_at = ctx->train;
+        r->rng_at_set = ctx->rng != NULL;
+        if (ctx->rng)
+            r->rng_at = *ctx->rng;
+    }
+
     const float *s = x;
-    if (r->kind == SHORTCUT_LAYERS) {
-        s = cnn_net_forward_ctx(&r->shortcut, x, n, ctx);
-    } else if (r->kind == SHORTCUT_PAD) {
-        pad_forward(r, l->in, l->out, x, r->sc, n);
-        s = r->sc;
+    const float *b = stacks_forward(r, x, n, ctx, &s);
+    if (r->kind == SHORTCUT_PAD) {
+        pad_forward(r, l->in, l->out, x, b, y, n);
+        return;
     }
-    for (size_t i = 0; i < N; i++) {
-        float v = b[i] + s[i];
-        y[i] = r->relu && v < 0.0f ? 0.0f : v;
-    }
+    for (size_t i = 0, N = (size_t)n * cnn_shape_size(l->out); i < N; i++)
+        y[i] = sum_act(r, b[i], s[i]);
+}
+
+/* A checkpointed block's stacks, as the forward pass left them: the same
+ * input, mode and dropout draws; the net's own stream stays where it is. */
+static void recompute(struct residual *r, const float *x, int n)
+{
+    struct cnn_rng rng = r->rng_at;
+    struct cnn_fwd_ctx ctx = {.train = r->train_at,
+                              .rng = r->rng_at_set ? &rng : NULL,
+                              .recompute = true};
+    const float *s = x;
+    stacks_forward(r, x, n, &ctx, &s);
 }
 
 static void residual_backward(struct cnn_layer *l, const float *x,
@@ -208,14 +254,18 @@ static void residual_backward(struct cnn_layer *l, const float *x,
                               int n)
 {
     struct residual *r = l->state;
+    if (r->checkpoint)
+        recompute(r, x, n);
+
     size_t N = (size_t)n * cnn_shape_size(l->out);
     size_t in_n = (size_t)n * cnn_shape_size(l->in);
+    float *dsum = r->body.dacts[r->body.n_layers];
     for (size_t i = 0; i < N; i++)
-        r->dsum[i] = r->relu && y[i] <= 0.0f ? 0.0f : dy[i];
+        dsum[i] = r->relu && y[i] <= 0.0f ? 0.0f : dy[i];
 
-    cnn_net_backward(&r->body, r->dsum, n);
+    cnn_net_backward(&r->body, dsum, n);
     if (r->kind == SHORTCUT_LAYERS)
-        cnn_net_backward(&r->shortcut, r->dsum, n);
+        cnn_net_backward(&r->shortcut, dsum, n);
     if (!dx)
         return;
 
@@ -225,10 +275,10 @@ static void residual_backward(struct cnn_layer *l, const float *x,
         for (size_t i = 0; i < in_n; i++)
             dx[i] += ds[i];
     } else if (r->kind == SHORTCUT_PAD) {
-        pad_backward(r, l->in, l->out, r->dsum, dx, n);
+        pad_backward(r, l->in, l->out, dsum, dx, n);
     } else {
         for (size_t i = 0; i < in_n; i++)
-            dx[i] += r->dsum[i];
+            dx[i] += dsum[i];
     }
 }
 
@@ -256,8 +306,6 @@ static void residual_destroy(struct cnn_layer *l)
     cnn_net_free(&r->body);
     cnn_net_free(&r->shortcut);
     cnn_node_free(r->copy);
-    free(r->sc);
-    free(r->dsum);
     free(r);
 }
 
