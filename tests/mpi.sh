@@ -141,12 +141,13 @@ if [ "$rc" -eq 75 ] && ls termed/ckpt-*.safetensors >/dev/null 2>&1 &&
 else
     fail "SIGTERM to the ranks: exit 75 with a checkpoint" "exit $rc" "$(tail -n 8 termed.log)"
 fi
-stop_run termed mpirun --resume
+stop_run viampirun mpirun
 rc=$?
-if [ "$rc" -ne 0 ] && grep -q 'stopped by a signal' termed.log; then
+if [ "$rc" -ne 0 ] && grep -q 'stopped by a signal' viampirun.log &&
+   ls viampirun/ckpt-*.safetensors >/dev/null 2>&1; then
     pass "SIGTERM to mpirun: the ranks checkpoint and stop (mpirun exits $rc)"
 else
-    fail "SIGTERM to mpirun: the ranks checkpoint and stop" "exit $rc" "$(tail -n 8 termed.log)"
+    fail "SIGTERM to mpirun: the ranks checkpoint and stop" "exit $rc" "$(tail -n 8 viampirun.log)"
 fi
 "${MPIRUN[@]}" -np 2 "$BIN" "${ARGS[@]}" --out termed --resume >resume.log 2>&1
 rc=$?
