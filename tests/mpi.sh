@@ -122,10 +122,15 @@ ARGS=("$CFG" --threads 1 --quiet --set "$MLP" --set training.checkpoint_every=20
 # checkpoint and mpirun passes on their status, 75. Signalled itself,
 # mpirun forwards SIGTERM to the ranks, which do the same, but mpirun
 # then exits 1 (OpenMPI's own status for a signalled job).
-stop_run() {    # stop_run DIR WHOM: starts a run, signals WHOM after 1.5 s
+stop_run() {    # stop_run DIR WHOM: starts a run, signals WHOM once it trains
     "${MPIRUN[@]}" -np 2 "$BIN" "${ARGS[@]}" --out "$1" "${@:3}" >"$1.log" 2>&1 &
-    local pid=$!
-    sleep 1.5
+    local pid=$! i
+    # A busy machine may take a while to start the job: wait for rows.
+    for i in $(seq 100); do
+        [ "$(wc -l < "$1/metrics.csv" 2>/dev/null || echo 0)" -ge 5 ] && break
+        sleep 0.1
+    done
+    sleep 0.3
     if [ "$2" = ranks ]; then
         pkill -TERM -f "^$BIN .*--out $1( |\$)"
     else
