@@ -152,6 +152,7 @@ static void rig_advance(struct rig *r, int steps, uint64_t seed)
     rs->last_lr = 0.005;
     rs->stop_best = 0.51;
     rs->metrics_bytes = 4321;
+    rs->grad_stats_bytes = 1234;
     rs->done = true;
 }
 
@@ -216,7 +217,7 @@ static void snap_free(struct snap *s)
     X(final_train_loss) X(test_loss) X(test_acc) X(best_test_acc)          \
     X(best_test_epoch) X(best_metric) X(stale_epochs) X(skipped_steps)     \
     X(rollbacks) X(lr_factor) X(last_lr) X(stop_best) X(metrics_bytes)     \
-    X(done)
+    X(grad_stats_bytes) X(done)
 
 /* The first thing in r that differs from s, or NULL when none does. */
 static const char *snap_diff(const struct snap *s, const struct rig *r)
@@ -505,6 +506,7 @@ static void test_state_out_of_range_refused(void **state)
         {"optim_steps", "1e19"},    {"metrics_bytes", "-1"},
         {"examples", "-3"},         {"skipped_steps", "-1"},
         {"lr_factor", "-0.5"},      {"lr_factor", "nan"},
+        {"grad_stats_bytes", "-1"},
     };
     struct rig a, b;
     struct snap sb;
@@ -545,6 +547,49 @@ static void test_state_out_of_range_refused(void **state)
     rig_free(&a);
     rig_free(&b);
     assert_int_equal(wrong, 0);
+}
+
+/* A checkpoint from before grad_stats.csv (no grad_stats_bytes in its
+ * metadata) still loads: the file then starts afresh (0). */
+static void test_older_without_grad_stats_bytes(void **state)
+{
+    struct rig a, b;
+    struct cnn_error err = {0};
+    rig_build(&a, "{name: adam}", 1);
+    rig_build(&b, "{name: adam}", 2);
+    rig_advance(&a, 2, 1);
+    a.rs.grad_stats_bytes = 99;
+    char *path = save(&a, "older.safetensors");
+    char *older = test_path(dir, "older2.safetensors");
+
+    struct cnn_st_file f;
+    assert_int_equal(cnn_st_open(&f, path, &err), CNN_OK);
+    struct cnn_meta *meta = calloc((size_t)f.n_meta, sizeof *meta);
+    assert_non_null(meta);
+    int n = 0;
+    for (int i = 0; i < f.n_meta; i++)
+        if (strcmp(f.meta_keys[i], "grad_stats_bytes") != 0)
+            meta[n++] = (struct cnn_meta){f.meta_keys[i], f.meta_values[i]};
+    assert_int_equal(n, f.n_meta - 1);
+    int all = f.n_meta;
+    f.n_meta = n;               /* written without the key */
+    write_sealed(&f, meta, older);
+    f.n_meta = all;
+    free(meta);
+    cnn_st_close(&f);
+
+    b.rs.grad_stats_bytes = 7;
+    assert_int_equal(cnn_checkpoint_load(older, &b.net, &b.optim, &b.sched,
+                                         &b.rs, NULL, &err), CNN_OK);
+    assert_int_equal(b.rs.grad_stats_bytes, 0);
+    assert_int_equal(b.rs.step, a.rs.step);
+    assert_int_equal(cnn_checkpoint_load(path, &b.net, &b.optim, &b.sched,
+                                         &b.rs, NULL, &err), CNN_OK);
+    assert_int_equal(b.rs.grad_stats_bytes, 99);
+    free(path);
+    free(older);
+    rig_free(&a);
+    rig_free(&b);
 }
 
 /* --- the sweep ---------------------------------------------------------- */
@@ -1127,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_other_model_refused),
         cmocka_unit_test(test_checksum_mismatch),
         cmocka_unit_test(test_state_out_of_range_refused),
+        cmocka_unit_test(test_older_without_grad_stats_bytes),
         cmocka_unit_test(test_checkpoint_truncated),
         cmocka_unit_test(test_checkpoint_flips_fail_cleanly),
         cmocka_unit_test(test_checkpoint_flips_seen_as_damage),
