@@ -496,6 +496,35 @@ static void test_unknown_keys_in_sections(void **state)
 
 /* --- values ------------------------------------------------------------- */
 
+/* The gradient statistics keys: off and quiet-unless-unhealthy by
+ * default, checked for range. */
+static void test_grad_stats_keys(void **state)
+{
+    (void)state;
+    struct cnn_config *cfg = &pool[0];
+    struct cnn_error err;
+    assert_int_equal(load(cfg, BASE, &err), CNN_OK);
+    assert_int_equal(cfg->training.log_grad_stats, 0);
+    assert_true(cfg->training.vanishing_ratio == 1e-4);
+    assert_true(cfg->training.exploding_ratio == 1e4);
+    cnn_config_free(cfg);
+
+    assert_int_equal(load(cfg, BASE "training:\n  log_grad_stats: 10\n"
+                          "  vanishing_ratio: 0\n  exploding_ratio: 100\n",
+                          &err), CNN_OK);
+    assert_int_equal(cfg->training.log_grad_stats, 10);
+    assert_true(cfg->training.vanishing_ratio == 0);
+    assert_true(cfg->training.exploding_ratio == 100);
+    cnn_config_free(cfg);
+
+    expect_error(BASE "training:\n  log_grad_stats: -1\n", "test.yaml:7:19",
+                 "training.log_grad_stats: must be between 0 and", NULL);
+    expect_error(BASE "training:\n  vanishing_ratio: 2\n", "test.yaml:7:20",
+                 "training.vanishing_ratio: must be between 0 and 1", NULL);
+    expect_error(BASE "training:\n  log_grad_stat: 5\n", "test.yaml:7:3",
+                 "training.log_grad_stat: unknown key", "log_grad_stats");
+}
+
 static void test_wrong_value_type(void **state)
 {
     (void)state;
@@ -1188,6 +1217,7 @@ int main(void)
         T(test_unknown_training_key),
         T(test_unknown_keys_in_sections),
         T(test_wrong_value_type),
+        T(test_grad_stats_keys),
         T(test_first_line_first_column),
         T(test_out_of_range),
         T(test_whole_numbers_in_float_notation),
