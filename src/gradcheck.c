@@ -97,7 +97,7 @@ struct verdict {
     bool resolved;              /* above the floor of its step */
 };
 
-/* --- the passes ------------------------------------------------------------ */
+/* --- the passes ---------------------------------------------------------- */
 
 /* The loss with layers first.. run again (earlier activations kept). */
 static double loss_from(struct check *c, int first)
@@ -156,7 +156,7 @@ static int owner(const struct check *c, size_t off)
     return i;
 }
 
-/* --- judging a difference ------------------------------------------------------ */
+/* --- judging a difference ------------------------------------------------ */
 
 /* The smallest derivative a difference over half-step h resolves to
  * within tol: below it, the loss's rounding alone could make an error
@@ -207,7 +207,7 @@ static bool judge_try(struct verdict *v, const struct weigh *w, double a,
     return e <= w->stop;
 }
 
-/* --- one entry ----------------------------------------------------------------- */
+/* --- one entry ----------------------------------------------------------- */
 
 /* The differences of the loss in one entry at one step. */
 struct difference {
@@ -273,7 +273,7 @@ static struct verdict compare_entry(struct check *c, float *w, int first,
     return v;
 }
 
-/* --- one direction ---------------------------------------------------------------- */
+/* --- one direction ------------------------------------------------------- */
 
 /* u: a random direction of unit length over count entries. */
 static void random_direction(struct check *c, size_t count)
@@ -378,7 +378,7 @@ static struct verdict compare_direction(struct check *c, struct cnn_param *p,
     return v;
 }
 
-/* --- the layers ---------------------------------------------------------------- */
+/* --- the layers ---------------------------------------------------------- */
 
 /* The result row of the layer holding tensor name, appended when it is
  * not the last one. */
@@ -514,7 +514,7 @@ static void judge_layers(struct cnn_gradcheck_result *r,
     }
 }
 
-/* --- set-up -------------------------------------------------------------------- */
+/* --- set-up -------------------------------------------------------------- */
 
 static void random_batch(struct check *c)
 {

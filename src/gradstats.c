@@ -24,7 +24,7 @@ enum {
 static const char HEADER[] = "step,epoch,layer,grad_norm,weight_norm,"
                              "update_ratio\n";
 
-/* --- the layer table ---------------------------------------------------- */
+/* --- the layer table ----------------------------------------------------- */
 
 struct table_ctx {
     struct cnn_gradstats *gs;
@@ -146,7 +146,7 @@ void cnn_gradstats_free(struct cnn_gradstats *gs)
     memset(gs, 0, sizeof *gs);
 }
 
-/* --- norms ---------------------------------------------------------------- */
+/* --- norms --------------------------------------------------------------- */
 
 void cnn_gradstats_norms(const struct cnn_gradstats *gs, const float *values,
                          double *out)
@@ -209,7 +209,7 @@ static void update_norms(struct cnn_gradstats *gs, const float *params)
     }
 }
 
-/* --- grad_stats.csv --------------------------------------------------------- */
+/* --- grad_stats.csv ------------------------------------------------------ */
 
 static enum cnn_status start_file(struct cnn_gradstats *gs, const char *path,
                                   struct cnn_error *err)
@@ -279,7 +279,7 @@ static void write_rows(const struct cnn_gradstats *gs, long long step,
     }
 }
 
-/* --- warnings -------------------------------------------------------------------- */
+/* --- warnings ------------------------------------------------------------ */
 
 /* Writes into buf the layers whose ratio to the last layer's gradient
  * norm is past limit (below it when vanishing, above it otherwise), the
@@ -330,7 +330,7 @@ static void check(struct cnn_gradstats *gs, bool vanishing, long long step,
                  gs->grad_norm[gs->n_layers - 1], names);
 }
 
-/* --- the hooks around the optimizer step ------------------------------------------ */
+/* --- the hooks around the optimizer step --------------------------------- */
 
 static bool falls_on(long long step, long long every)
 {

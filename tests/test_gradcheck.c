@@ -104,7 +104,7 @@ static void expect_pass(void)
         assert_true(res.layers[i].pass);
 }
 
-/* --- correct layers --------------------------------------------------------- */
+/* --- correct layers ------------------------------------------------------ */
 
 static void test_dense_passes_tightly(void **state)
 {
@@ -187,7 +187,7 @@ static void test_vanishing_is_unresolved(void **state)
     assert_int_equal(row("dense_25")->unresolved_directions, 0);
 }
 
-/* --- wrong on purpose ---------------------------------------------------------- */
+/* --- wrong on purpose ---------------------------------------------------- */
 
 /* A kind like the one it replaces, whose backward is made wrong after
  * the real one ran. */

@@ -129,7 +129,7 @@ static char *slurp(const char *path)
     return buf;
 }
 
-/* --- the layer table ------------------------------------------------------ */
+/* --- the layer table ----------------------------------------------------- */
 
 static const char NESTED[] =
     "    - dense: {units: 6}\n"
@@ -163,7 +163,7 @@ static void test_table_names_nested_layers(void **state)
     assert_int_equal(gs.n_trainable, trainable);
 }
 
-/* --- norms ------------------------------------------------------------------ */
+/* --- norms --------------------------------------------------------------- */
 
 static void test_norms_per_layer(void **state)
 {
@@ -194,7 +194,7 @@ static void test_norms_per_layer(void **state)
     assert_float_equal(out[1], 0.0, 0.0);
 }
 
-/* --- rows around a step ------------------------------------------------------- */
+/* --- rows around a step -------------------------------------------------- */
 
 /* Plain SGD on the net's block, with lr. */
 static void sgd(float lr)
@@ -312,7 +312,7 @@ static void test_rows_off_writes_nothing(void **state)
     assert_null(gs.snapshot);
 }
 
-/* --- warnings ------------------------------------------------------------------ */
+/* --- warnings ------------------------------------------------------------ */
 
 /* Three dense layers with gradient norms first, middle and last: each
  * layer's gradient entries all equal, scaled to the norm. */
@@ -385,7 +385,7 @@ static void test_exploding_warning(void **state)
     assert_int_equal(count(logged(), "warning:"), 1);
 }
 
-/* --- reading back and drawing ---------------------------------------------------- */
+/* --- reading back and drawing -------------------------------------------- */
 
 static void write_file(const char *name, const char *text)
 {

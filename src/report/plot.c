@@ -2,9 +2,10 @@
  * The SVG chart of runs: training loss against step on a log scale and
  * test accuracy against epoch, side by side, with a legend of the runs
  * on the right; and the chart of one run's gradient norms, a line per
- * layer colored by depth, from the same pieces. Plain SVG 1.1 text, no scripts and no external fonts, so
- * a browser shows it and an XML parser reads it. Run labels are escaped
- * and anything that is not valid UTF-8 becomes U+FFFD.
+ * layer colored by depth, from the same pieces. Plain SVG 1.1 text, no
+ * scripts and no external fonts, so a browser shows it and an XML parser
+ * reads it. Run labels are escaped and anything that is not valid UTF-8
+ * becomes U+FFFD.
  *
  * Writes only to the FILE it is given; it never prints.
  *
