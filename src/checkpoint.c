@@ -23,6 +23,7 @@ void cnn_run_state_init(struct cnn_run_state *rs)
     rs->best_test_acc = rs->best_metric = rs->stop_best = NAN;
     rs->last_lr = NAN;
     rs->lr_factor = 1.0;
+    rs->loss_scale = 65536.0;
 }
 
 /* The numbers of a run state, by metadata key. */
@@ -44,7 +45,7 @@ static const struct field fields[] = {
     DBL(test_acc), DBL(best_test_acc), LL(best_test_epoch),
     DBL(best_metric), LL(stale_epochs), LL(skipped_steps), LL(rollbacks),
     DBL(lr_factor), LL(metrics_bytes), DBL(last_lr), DBL(stop_best),
-    LL(grad_stats_bytes),
+    LL(grad_stats_bytes), DBL(loss_scale), LL(scale_good),
 };
 
 enum { N_FIELDS = sizeof fields / sizeof fields[0], N_EXTRA = 10 };
@@ -226,7 +227,9 @@ static enum cnn_status read_state(const struct cnn_st_file *f,
          * when absent, so older checkpoints still resume. */
         bool newer = strcmp(fields[i].key, "last_lr") == 0 ||
                      strcmp(fields[i].key, "stop_best") == 0 ||
-                     strcmp(fields[i].key, "grad_stats_bytes") == 0;
+                     strcmp(fields[i].key, "grad_stats_bytes") == 0 ||
+                     strcmp(fields[i].key, "loss_scale") == 0 ||
+                     strcmp(fields[i].key, "scale_good") == 0;
         if (newer && !cnn_st_meta(f, fields[i].key))
             continue;
         enum cnn_status st = fields[i].kind == F_LL
@@ -245,6 +248,7 @@ static enum cnn_status read_state(const struct cnn_st_file *f,
     sched->plateau_bad = bad;
     rs->done = done != 0;
     if (!(rs->lr_factor > 0) || !isfinite(rs->lr_factor) ||
+        !(rs->loss_scale > 0) || !isfinite(rs->loss_scale) ||
         !(sched->plateau_scale > 0) || !isfinite(sched->plateau_scale) ||
         done > 1)
         return cnn_error_at(err, CNN_ERR_DATA, f->path, "checkpoint state "

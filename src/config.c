@@ -1091,7 +1091,8 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
 
     static const char *const losses[] = {"cross_entropy", "mse", NULL};
     static const char *const on_nan[] = {"stop", "skip", "rollback", NULL};
-    int loss, nan_rule, best;
+    static const char *const precisions[] = {"fp32", "bf16", NULL};
+    int loss, nan_rule, best, precision;
     if (cnn_read_int(n, "epochs", 10, 1, 1000000, &t->epochs, err) ||
         cnn_read_int(n, "batch_size", 64, 1, 65536, &t->batch_size, err) ||
         cnn_read_int(n, "max_steps", 0, 0, 1LL << 40, &t->max_steps, err) ||
@@ -1119,8 +1120,14 @@ static enum cnn_status resolve_training(struct cnn_config *cfg,
         cnn_read_float(n, "exploding_ratio", 1e4, 0.0, 1e30,
                        &t->exploding_ratio, err) ||
         cnn_read_bool(n, "checkpoint_activations", false,
-                      &t->checkpoint_activations, err))
+                      &t->checkpoint_activations, err) ||
+        cnn_read_choice(n, "precision", precisions, 0, &precision, err))
         return CNN_ERR_CONFIG;
+    t->bf16 = precision == 1;
+    if (t->bf16 && t->checkpoint_activations)
+        return cnn_node_error(err, cnn_node_get(n, "precision"), "bf16 and "
+                              "checkpoint_activations do not go together "
+                              "yet; choose one");
     t->loss = (enum cnn_loss_kind)loss;
     t->on_nan = (enum cnn_on_nan)nan_rule;
     t->best_metric = metric_of(best);

@@ -6,10 +6,14 @@
  */
 #include "cnn/net.h"
 
+#include "cnn/ops.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cnn/ops.h"
 
 enum {
     MAX_LAYERS = 4096,
@@ -339,6 +343,43 @@ static enum cnn_status check_input(const struct cnn_net *net,
  * its input (acts[0]) from the layer that holds it but owns the input's
  * gradient, which that layer needs. A scratch stack gets only the
  * arrays; its buffers are placed by allocate_scratch. */
+/* bfloat16 storage: each output slot in half the bytes, and two float
+ * buffers each for outputs and gradients, which the slots take turns
+ * at (layer i reads slot i and writes slot i + 1, never the same). */
+static enum cnn_status allocate_bf16(struct cnn_net *net,
+                                     struct cnn_error *err)
+{
+    size_t most = 0, most_in = 0;
+    for (int i = 0; i <= net->n_layers; i++) {
+        struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
+        size_t floats = (size_t)net->batch * cnn_shape_size(s);
+        if (i > 0)
+            most = floats > most ? floats : most;
+        most_in = floats > most_in ? floats : most_in;
+    }
+    net->acts16 = calloc((size_t)net->n_layers + 1, sizeof *net->acts16);
+    bool ok = net->acts16 != NULL;
+    for (int k = 0; k < 2 && ok; k++) {
+        ok = (net->work[k] = calloc(most ? most : 1, sizeof(float))) &&
+             (net->dwork[k] = calloc(most_in, sizeof(float)));
+    }
+    if (ok && !net->borrowed_input)
+        ok = (net->acts[0] = calloc(most_in, sizeof(float))) != NULL;
+    for (int i = 1; ok && i <= net->n_layers; i++) {
+        size_t floats = (size_t)net->batch *
+                        cnn_shape_size(net->layers[i - 1].out);
+        ok = (net->acts16[i] = calloc(floats, sizeof(uint16_t))) != NULL;
+        net->acts[i] = net->work[i % 2];
+    }
+    size_t out = (size_t)net->batch * cnn_shape_size(net->out);
+    ok = ok && (net->dwork[2] = calloc(out ? out : 1, sizeof(float)));
+    for (int i = 0; i < net->n_layers; i++)
+        net->dacts[i] = net->dwork[i % 2];
+    net->dacts[net->n_layers] = net->dwork[2];
+    return ok ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory "
+                                       "for activations");
+}
+
 static enum cnn_status allocate_activations(struct cnn_net *net,
                                             struct cnn_error *err)
 {
@@ -361,6 +402,8 @@ static enum cnn_status allocate_activations(struct cnn_net *net,
     net->dacts = calloc(slots, sizeof *net->dacts);
     if (!net->acts || !net->dacts)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+    if (net->bf16)
+        return allocate_bf16(net, err);
 
     for (int i = 0; i <= net->n_layers && !net->scratch; i++) {
         struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
@@ -416,16 +459,17 @@ static int children(struct cnn_layer *l, struct cnn_net **subs)
  * checkpointed block recomputes, and of everything inside one, are
  * views into the shared scratch (in_scratch), placed later. */
 static enum cnn_status allocate_tree(struct cnn_net *net, bool in_scratch,
-                                     struct cnn_error *err)
+                                     bool bf16, struct cnn_error *err)
 {
     net->scratch = in_scratch;
+    net->bf16 = bf16;
     enum cnn_status st = allocate_activations(net, err);
     for (int i = 0; i < net->n_layers && st == CNN_OK; i++) {
         struct cnn_net *subs[4];
         int n = children(&net->layers[i], subs);
         for (int k = 0; k < n && st == CNN_OK; k++)
             st = allocate_tree(subs[k], in_scratch || subs[k]->recomputed,
-                               err);
+                               bf16, err);
     }
     return st;
 }
@@ -588,8 +632,12 @@ enum cnn_status cnn_net_build_opts(struct cnn_net *net,
         choose_init(net, CNN_INIT_GLOROT_UNIFORM);
         st = allocate_params(net, err);
     }
+    if (st == CNN_OK && opts && opts->bf16 && opts->checkpoint)
+        st = cnn_error_set(err, CNN_ERR_CONFIG, "training.precision: bf16 "
+                           "and checkpoint_activations do not go together "
+                           "yet; choose one");
     if (st == CNN_OK)
-        st = allocate_tree(net, false, err);
+        st = allocate_tree(net, false, opts && opts->bf16, err);
     if (st == CNN_OK)
         st = allocate_scratch(net, err);
     if (st != CNN_OK)
@@ -626,6 +674,10 @@ const float *cnn_net_forward_ctx(struct cnn_net *net, const float *x, int n,
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
         l->kind->forward(l, net->acts[i], net->acts[i + 1], n, ctx);
+        /* The next layer reads the output as it is kept: rounded. */
+        if (net->bf16)
+            cnn_bf16_store(net->acts[i + 1], net->acts16[i + 1],
+                           (size_t)n * cnn_shape_size(l->out));
     }
     return net->acts[net->n_layers];
 }
@@ -645,6 +697,13 @@ void cnn_net_backward(struct cnn_net *net, const float *dout, int n)
 
     for (int i = L - 1; i >= 0; i--) {
         struct cnn_layer *l = &net->layers[i];
+        if (net->bf16) {        /* the layer's input and output, back */
+            if (i > 0)
+                cnn_bf16_unpack(net->acts16[i], net->acts[i],
+                                (size_t)n * cnn_shape_size(l->in));
+            cnn_bf16_unpack(net->acts16[i + 1], net->acts[i + 1],
+                            (size_t)n * cnn_shape_size(l->out));
+        }
         l->kind->backward(l, net->acts[i], net->acts[i + 1], net->dacts[i + 1],
                           net->dacts[i], n);
     }
@@ -655,21 +714,56 @@ void cnn_net_zero_grad(struct cnn_net *net)
     memset(net->grads, 0, net->n_params * sizeof *net->grads);
 }
 
-/* Output bytes in buffers of their own: not those of scratch stacks. */
+/* Output bytes in buffers of their own: not those of scratch stacks;
+ * bfloat16 ones at their size. */
 static size_t owned_outputs(const struct cnn_net *net)
 {
-    size_t total = 0;
+    size_t total = 0, most = 0;
+    for (int i = 0; net->bf16 && i < net->n_layers; i++) {
+        size_t floats = (size_t)net->batch * cnn_shape_size(net->layers[i].out);
+        most = floats > most ? floats : most;
+    }
+    total += 2 * most * sizeof(float);      /* bf16: the two work buffers */
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
         if (!net->scratch)
             total += (size_t)net->batch * cnn_shape_size(l->out) *
-                     sizeof(float);
+                     (net->bf16 ? sizeof(uint16_t) : sizeof(float));
         struct cnn_net *subs[4];
         int n = children(l, subs);
         for (int k = 0; k < n; k++)
             total += owned_outputs(subs[k]);
     }
     return total;
+}
+
+/* Gradient bytes in buffers of their own (scratch stacks aside). */
+static size_t owned_gradients(const struct cnn_net *net)
+{
+    size_t total = 0, most = 0;
+    for (int i = 0; i <= net->n_layers && !net->scratch; i++) {
+        struct cnn_shape sh = i == 0 ? net->in : net->layers[i - 1].out;
+        size_t floats = (size_t)net->batch * cnn_shape_size(sh);
+        most = floats > most ? floats : most;
+        if (!net->bf16 && (i > 0 || net->borrowed_input))
+            total += floats * sizeof(float);
+    }
+    if (net->bf16)                          /* the three gradient buffers */
+        total = (2 * most + (size_t)net->batch * cnn_shape_size(net->out)) *
+                sizeof(float);
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_net *subs[4];
+        int n = children(&net->layers[i], subs);
+        for (int k = 0; k < n; k++)
+            total += owned_gradients(subs[k]);
+    }
+    return total;
+}
+
+size_t cnn_net_training_bytes(const struct cnn_net *net)
+{
+    return owned_outputs(net) + owned_gradients(net) +
+           scratch_need(net, NULL, false) * sizeof(float);
 }
 
 size_t cnn_net_activation_bytes(const struct cnn_net *net)
@@ -751,11 +845,22 @@ void cnn_net_free(struct cnn_net *net)
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind->destroy)
             net->layers[i].kind->destroy(&net->layers[i]);
-    /* A scratch stack's buffers are views into the outer net's block. */
-    if (net->acts && !net->scratch)
+    /* A scratch stack's buffers are views into the outer net's block;
+     * a bfloat16 one's alternate between its work buffers. */
+    if (net->bf16) {
+        for (int i = 1; net->acts16 && i <= net->n_layers; i++)
+            free(net->acts16[i]);
+        free(net->acts16);
+        for (int k = 0; k < 3; k++) {
+            free(k < 2 ? net->work[k] : NULL);
+            free(net->dwork[k]);
+        }
+        if (net->acts && !net->borrowed_input)
+            free(net->acts[0]);
+    } else if (net->acts && !net->scratch)
         for (int i = net->borrowed_input ? 1 : 0; i <= net->n_layers; i++)
             free(net->acts[i]);
-    if (net->dacts && !net->scratch)
+    if (net->dacts && !net->scratch && !net->bf16)
         for (int i = 0; i <= net->n_layers; i++)
             free(net->dacts[i]);
     free(net->scratch_block);

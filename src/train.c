@@ -137,7 +137,8 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
     s->regression = cfg->data.task == CNN_TASK_REGRESS;
     const struct cnn_data_config *d = &cfg->data;
     struct cnn_net_opts opts = {
-        .checkpoint = cfg->training.checkpoint_activations};
+        .checkpoint = cfg->training.checkpoint_activations,
+        .bf16 = cfg->training.bf16};
 
     enum cnn_status st = load_train(s, true, err);
     if (st == CNN_OK && cnn_split_given(&d->test))
@@ -180,7 +181,8 @@ enum cnn_status cnn_session_open_eval(struct cnn_session *s,
     s->norm = *norm;
     const struct cnn_data_config *d = &cfg->data;
     struct cnn_net_opts opts = {
-        .checkpoint = cfg->training.checkpoint_activations};
+        .checkpoint = cfg->training.checkpoint_activations,
+        .bf16 = cfg->training.bf16};
     /* A held-out test split is read from the training data; a test file
      * is read with the training class names, from the weights. */
     enum cnn_status st = CNN_OK;
@@ -676,13 +678,36 @@ static void micro_batch(struct loop *L, int n, double *loss_sum,
     *loss_sum += loss * n;
     if (!isfinite(loss))
         return;
-    if (tcfg(L)->accumulate > 1 || L->ranks > 1)
+    /* bf16: the loss scaled up, so small gradients do not round away. */
+    float mult = tcfg(L)->accumulate > 1 || L->ranks > 1 ? (float)n : 1.0f;
+    if (tcfg(L)->bf16)
+        mult *= (float)L->rs.loss_scale;
+    if (mult != 1.0f)
         for (size_t i = 0, N = (size_t)n * s->n_classes; i < N; i++)
-            dout[i] *= (float)n;
+            dout[i] *= mult;
     cnn_net_backward(&s->net, dout, n);
 }
 
-enum step_result { STEP_DONE, STEP_EPOCH_END, STEP_NONFINITE };
+/* Dynamic loss scaling (bf16): halved at each overflow (the step is
+ * skipped), doubled after this many good steps in a row, up to 2^24. */
+enum { SCALE_GROWTH_STEPS = 2000 };
+static const double MAX_LOSS_SCALE = 16777216.0;
+
+enum step_result { STEP_DONE, STEP_EPOCH_END, STEP_NONFINITE, STEP_OVERFLOW };
+
+/* A bf16 step whose gradients overflowed at the current loss scale. */
+static enum step_result overflowed(struct loop *L)
+{
+    struct cnn_run_state *rs = &L->rs;
+    rs->skipped_steps++;
+    rs->scale_good = 0;
+    rs->loss_scale /= 2;
+    if (rs->skipped_steps <= 10 || rs->skipped_steps % 100 == 0)
+        cnn_log_warn(L->log, "gradients overflowed at step %lld; step "
+                     "skipped, loss scale now %g", rs->step + 1,
+                     rs->loss_scale);
+    return STEP_OVERFLOW;
+}
 
 /* One optimizer step over training.accumulate micro-batches (fewer at
  * the end of the epoch). */
@@ -724,9 +749,13 @@ static enum step_result train_step(struct loop *L, const char **where)
     double norm = NAN;
     if (isfinite(loss_sum)) {
         cnn_dist_sum_floats(s->net.grads, s->net.n_params);
-        if (tcfg(L)->accumulate > 1 || L->ranks > 1)
+        float div = tcfg(L)->accumulate > 1 || L->ranks > 1 ? (float)total
+                                                            : 1.0f;
+        if (tcfg(L)->bf16)
+            div *= (float)rs->loss_scale;
+        if (div != 1.0f)
             for (size_t i = 0; i < s->net.n_params; i++)
-                s->net.grads[i] /= (float)total;
+                s->net.grads[i] /= div;
         rs->last_lr = cnn_schedule_lr(&L->schedule, rs->step, rs->epoch) *
                       rs->lr_factor;
         cnn_gradstats_before(&L->gs, &s->net, rs->step + 1);
@@ -737,9 +766,17 @@ static enum step_result train_step(struct loop *L, const char **where)
                                 L->log);
     }
     rs->examples += total;
+    if (!isfinite(norm) && isfinite(loss_sum) && tcfg(L)->bf16 &&
+        rs->loss_scale > 1.0)
+        return overflowed(L);
     if (!isfinite(norm)) {
         *where = culprit(&s->net, last_n);
         return STEP_NONFINITE;
+    }
+    if (tcfg(L)->bf16 && ++rs->scale_good >= SCALE_GROWTH_STEPS &&
+        rs->loss_scale < MAX_LOSS_SCALE) {
+        rs->loss_scale *= 2;
+        rs->scale_good = 0;
     }
 
     rs->step++;
@@ -1182,6 +1219,8 @@ static enum cnn_status loop_run(struct loop *L, struct cnn_error *err)
             st = on_nonfinite(L, where, err);
             continue;
         }
+        if (r == STEP_OVERFLOW)
+            continue;
         if (r == STEP_EPOCH_END) {
             st = end_epoch(L, &stop, err);
             rs->epoch++;

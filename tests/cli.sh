@@ -772,6 +772,44 @@ run ckbad "$BIN" summary "$ROOT/configs/resnet-small.yaml" \
     --set training.checkpoint_activations=sometimes
 expect_rc ckbad 2 "checkpoint_activations: a value not true or false exits 2"
 
+# precision: bf16 on the same small ResNet: it trains, its weights are
+# not fp32's bit for bit (rounding happened), its losses stay close, and
+# a resumed bf16 run (loss scale in the checkpoint) ends where one
+# straight run does.
+run bf "$BIN" train "$ROOT/configs/resnet-small.yaml" \
+    --set "data.dir=$DATA" --set training.max_steps=5 \
+    --set training.batch_size=32 --set data.limit_train=256 \
+    --set data.limit_test=64 --set training.precision=bf16 --out "$TMP/bf"
+lf=$(column "$TMP/ck-false/metrics.csv" test_loss | grep . | tail -n 1)
+lb=$(column "$TMP/bf/metrics.csv" test_loss | grep . | tail -n 1)
+if [ "$RC" -eq 0 ] &&
+   [ "$(tensors "$TMP/ck-false/model.safetensors")" != \
+     "$(tensors "$TMP/bf/model.safetensors")" ] &&
+   awk -v a="$lf" -v b="$lb" 'BEGIN { d = (a - b) / a; exit !(a > 0 && d < 0.05 && d > -0.05) }'; then
+    pass "precision: bf16 trains; test loss $lb against fp32's $lf"
+else
+    fail "precision: bf16 trains close to fp32" "exit $RC, $lb vs $lf" \
+         "$(tail -n 2 "$TMP/bf.err")"
+fi
+run bf3 "$BIN" train "$ROOT/configs/resnet-small.yaml" \
+    --set "data.dir=$DATA" --set training.max_steps=3 \
+    --set training.batch_size=32 --set data.limit_train=256 \
+    --set data.limit_test=64 --set training.precision=bf16 --out "$TMP/bfr"
+run bf5 "$BIN" train "$ROOT/configs/resnet-small.yaml" \
+    --set "data.dir=$DATA" --set training.max_steps=5 \
+    --set training.batch_size=32 --set data.limit_train=256 \
+    --set data.limit_test=64 --set training.precision=bf16 --out "$TMP/bfr" \
+    --resume
+if [ "$RC" -eq 0 ] && [ "$(tensors "$TMP/bf/model.safetensors")" = \
+                        "$(tensors "$TMP/bfr/model.safetensors")" ]; then
+    pass "precision: bf16 resumed after 3 steps ends with the weights of 5 straight"
+else
+    fail "precision: bf16 resumed matches a straight run" "$(tail -n 2 "$TMP/bf5.err")"
+fi
+run bfck "$BIN" summary "$ROOT/configs/resnet-small.yaml" \
+    --set training.precision=bf16 --set training.checkpoint_activations=true
+expect_rc bfck 2 "precision: bf16 with checkpoint_activations exits 2, not yet together"
+
 # --- gradients: gradcheck, grad_stats.csv, plot --grads -------------------------
 
 mkdir -p "$TMP/grads" && cd "$TMP/grads" || exit 1

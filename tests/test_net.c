@@ -17,6 +17,7 @@
 
 #include "cnn/config.h"
 #include "cnn/net.h"
+#include "cnn/ops.h"
 #include "testutil.h"
 
 /* The layer list starts on line 5, each item's map at column 7. */
@@ -974,6 +975,69 @@ static void test_checkpoint_nested(void **state)
     assert_same_steps();
 }
 
+/* --- bfloat16 activations ---------------------------------------------- */
+
+/* precision: bf16 on the residual model without dropout: each output
+ * kept is a bfloat16 value, the gradients stay within bfloat16's
+ * rounding of fp32's, and the buffers take less memory. */
+static void test_bf16_activations(void **state)
+{
+    (void)state;
+    static const char layers[] =
+        "    - conv2d: {filters: 4, size: 3, pad: 1}\n"
+        "    - residual:\n"
+        "        body: [conv2d: {filters: 4, size: 3, pad: 1}, batchnorm, "
+        "relu, conv2d: {filters: 4, size: 3, pad: 1}, batchnorm]\n"
+        "    - residual:\n"
+        "        body: [conv2d: {filters: 6, size: 3, stride: 2, pad: 1}, "
+        "batchnorm, relu]\n"
+        "        shortcut: [conv2d: {filters: 6, size: 1, stride: 2}]\n"
+        "    - global_avgpool\n"
+        "    - flatten\n"
+        "    - dense: {units: 5}\n";
+    struct cnn_error err;
+    struct cnn_net_opts half = {.bf16 = true};
+    assert_int_equal(build_opts(0, layers, shape(2, 8, 8), CK_BATCH, NULL,
+                                &err), CNN_OK);
+    assert_int_equal(build_opts(1, layers, shape(2, 8, 8), CK_BATCH, &half,
+                                &err), CNN_OK);
+    struct cnn_net *a = &nets[0], *b = &nets[1];
+    assert_true(cnn_net_training_bytes(b) < cnn_net_training_bytes(a));
+    cnn_net_init_params(a, 5);
+    cnn_net_init_params(b, 5);
+
+    size_t in = CK_BATCH * cnn_shape_size(a->in);
+    size_t out = CK_BATCH * cnn_shape_size(a->out);
+    float x[CK_BATCH * 2 * 8 * 8], dout[CK_BATCH * 5];
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 12, 99, 0);
+    for (size_t i = 0; i < in; i++)
+        x[i] = (float)cnn_rng_normal(&rng);
+    for (size_t i = 0; i < out; i++)
+        dout[i] = (float)cnn_rng_normal(&rng);
+    checkpoint_step(a, x, dout);
+    checkpoint_step(b, x, dout);
+
+    /* The output is what was kept: packing it changes nothing. */
+    const float *y = b->acts[b->n_layers];
+    float again[CK_BATCH * 5];
+    memcpy(again, y, out * sizeof *again);
+    cnn_bf16_round(again, out);
+    assert_memory_equal(again, y, out * sizeof *again);
+
+    /* Gradients within a few bfloat16 roundings (2^-8 each) of fp32's,
+     * relative to the tensor's largest; and not equal to them. */
+    double worst = 0, biggest = 0;
+    for (size_t i = 0; i < a->n_params; i++)
+        biggest = fmax(biggest, fabs(a->grads[i]));
+    for (size_t i = 0; i < a->n_params; i++)
+        worst = fmax(worst, fabs(a->grads[i] - b->grads[i]) / biggest);
+    print_message("bf16: worst gradient difference %.3g of the largest\n",
+                  worst);
+    assert_true(worst > 0);
+    assert_true(worst < 0.02);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1005,6 +1069,7 @@ int main(void)
         T(test_init_deterministic),
         T(test_init_distributions),
         T(test_checkpoint_same_gradients),
+        T(test_bf16_activations),
         T(test_checkpoint_bytes),
         T(test_checkpoint_per_block),
         T(test_checkpoint_nested),

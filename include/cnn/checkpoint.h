@@ -36,6 +36,8 @@ struct cnn_run_state {
     double last_lr;             /* of the last step */
     double stop_best;           /* early stopping's best so far */
     long long metrics_bytes;    /* metrics.csv size at this point */
+    double loss_scale;          /* bf16: the dynamic loss scale ... */
+    long long scale_good;       /* ... and steps since it last moved */
     long long grad_stats_bytes; /* grad_stats.csv size; 0 = none yet */
     bool done;                  /* the run finished */
 };

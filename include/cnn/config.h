@@ -181,6 +181,8 @@ struct cnn_training_config {
     double exploding_ratio;         /* ... or above this; 0 = never */
     bool checkpoint_activations;    /* every residual block recomputes
                                        its inner activations in backward */
+    bool bf16;                      /* precision: bf16 activations, with
+                                       dynamic loss scaling */
 };
 
 struct cnn_config {

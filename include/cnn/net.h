@@ -33,6 +33,13 @@ struct cnn_net {
                                the block in its backward pass */
     bool scratch;           /* recomputed, or inside such a stack: acts[1..]
                                and dacts are views into the scratch */
+    bool bf16;              /* outputs kept as bfloat16 (acts16); acts[]
+                               and dacts[] then alternate between two
+                               float buffers, refilled in the backward
+                               pass (training.precision: bf16) */
+    uint16_t **acts16;      /* [1..L]: each layer's output, rounded */
+    float *work[2], *dwork[3];  /* dwork[2]: the output's gradient, which
+                                   a block reads after its stack's pass */
     float *scratch_block;   /* the outermost net: the scratch shared by
                                every checkpointed block, sized to the
                                largest; NULL when none checkpoints */
@@ -44,6 +51,9 @@ struct cnn_net_opts {
     bool checkpoint;        /* every residual block, nested ones too,
                                checkpoints its activations
                                (training.checkpoint_activations) */
+    bool bf16;              /* every stack keeps its layers' outputs as
+                               bfloat16 (training.precision: bf16); not
+                               with checkpoint */
     bool recomputed;        /* nested stacks only: the holder keeps none of
                                the stack's buffers and runs it again in its
                                backward pass (a checkpointed block) */
@@ -109,6 +119,11 @@ void cnn_net_zero_grad(struct cnn_net *net);
  * outputs inside checkpointed blocks count once, as the part of the
  * shared scratch that holds them. */
 size_t cnn_net_activation_bytes(const struct cnn_net *net);
+
+/* The same with the gradients of the activations that training keeps
+ * beside them: the whole per-batch memory of a training step, layers'
+ * own workspaces aside. */
+size_t cnn_net_training_bytes(const struct cnn_net *net);
 
 double cnn_net_flops(const struct cnn_net *net);
 

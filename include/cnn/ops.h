@@ -55,4 +55,7 @@ void cnn_bf16_unpack(const uint16_t *in, float *x, size_t n);
 /* Rounds x to the nearest bfloat16, in place (pack then unpack). */
 void cnn_bf16_round(float *x, size_t n);
 
+/* Both at once: out gets x packed, and x its rounded value. */
+void cnn_bf16_store(float *x, uint16_t *out, size_t n);
+
 #endif

@@ -25,9 +25,10 @@ static void human(double v, const char *unit, char *buf, size_t cap)
     snprintf(buf, cap, i ? "%.2f %s%s" : "%.0f %s%s", v, prefix[i], unit);
 }
 
-/* other: activation bytes with checkpoint_activations flipped. */
+/* other: activation bytes with checkpoint_activations flipped; half:
+ * with precision bf16 (0 when the config has it already). */
 static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
-                        size_t frozen, size_t other)
+                        size_t frozen, size_t other, size_t half)
 {
     char shape[48], flops[32], mem[32];
     printf("model %s: input %dx%dx%d, batch %d\n\n", cfg->name, net->in.c,
@@ -59,8 +60,14 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
            pmem, params - frozen);
     printf("forward per example:     %s\n", flops);
     printf("training step estimate:  3x forward per example\n");
-    printf("activations, batch %-5d %s (training keeps as much again for "
-           "their gradients)\n", net->batch, mem);
+    printf("activations, batch %-5d %s\n", net->batch, mem);
+    cli_format_bytes((double)cnn_net_training_bytes(net), mem, sizeof mem);
+    printf("  %-22s %s%s\n", "with their gradients", mem,
+           cfg->training.bf16 ? " (precision: bf16)" : "");
+    if (half) {
+        cli_format_bytes((double)half, mem, sizeof mem);
+        printf("  %-22s %s (precision: bf16)\n", "both, in bfloat16", mem);
+    }
     bool on = cfg->training.checkpoint_activations;
     if (other == 0 || other == cnn_net_activation_bytes(net))
         return;
@@ -70,19 +77,19 @@ static void print_table(const struct cnn_config *cfg, struct cnn_net *net,
            on ? "false" : "true");
 }
 
-/* Activation bytes of the model built with checkpoint_activations
- * flipped; 0 when it does not build. */
-static size_t flipped_bytes(const struct cnn_config *cfg, struct cnn_shape in)
+/* Activation bytes of the model built with these options; 0 when it
+ * does not build. */
+static size_t bytes_with(const struct cnn_config *cfg, struct cnn_shape in,
+                         struct cnn_net_opts flip, bool gradients)
 {
-    struct cnn_net_opts flip = {
-        .checkpoint = !cfg->training.checkpoint_activations};
     struct cnn_net net;
     struct cnn_error err = {0};
     size_t bytes = 0;
     if (cnn_net_build_opts(&net, cfg->model_layers, in,
                            (int)cfg->training.batch_size, &flip,
                            &err) == CNN_OK)
-        bytes = cnn_net_activation_bytes(&net);
+        bytes = gradients ? cnn_net_training_bytes(&net)
+                          : cnn_net_activation_bytes(&net);
     cnn_net_free(&net);
     return bytes;
 }
@@ -102,7 +109,8 @@ int cli_summary(int argc, char **argv)
     if (st == CNN_OK)
         st = cnn_config_input_shape(&cfg, &in, &err);
     struct cnn_net_opts build = {
-        .checkpoint = st == CNN_OK && cfg.training.checkpoint_activations};
+        .checkpoint = st == CNN_OK && cfg.training.checkpoint_activations,
+        .bf16 = st == CNN_OK && cfg.training.bf16};
     if (st == CNN_OK)
         st = cnn_net_build_opts(&net, cfg.model_layers, in,
                                 (int)cfg.training.batch_size, &build, &err);
@@ -120,8 +128,14 @@ int cli_summary(int argc, char **argv)
         if (groups[i].frozen)
             frozen += groups[i].count;
     free(groups);
-    if (st == CNN_OK)
-        print_table(&cfg, &net, frozen, flipped_bytes(&cfg, in));
+    if (st == CNN_OK) {
+        /* The same model the other ways it could keep activations. */
+        struct cnn_net_opts other = {.checkpoint = !build.checkpoint},
+                            half = {.bf16 = true};
+        print_table(&cfg, &net, frozen,
+                    build.bf16 ? 0 : bytes_with(&cfg, in, other, false),
+                    build.bf16 ? 0 : bytes_with(&cfg, in, half, true));
+    }
     cnn_net_free(&net);
     cnn_config_free(&cfg);
     return st == CNN_OK ? 0 : cli_report(&err);

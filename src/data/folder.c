@@ -96,7 +96,7 @@ static enum cnn_status add_class(struct cnn_dataset *ds, long long *cap,
     struct names files = {0};
     enum cnn_status st = list_dir(dir, false, &files, err);
     size_t size = cnn_shape_size(ds->shape);
-    char path[4200];
+    char path[4700];
     for (int i = 0; st == CNN_OK && i < files.n; i++) {
         if (ds->n == *cap) {
             long long more = *cap ? 2 * *cap : 256;
@@ -163,7 +163,7 @@ enum cnn_status cnn_folder_load(struct cnn_dataset *ds, const char *root,
     }
 
     long long cap = 0;
-    char dir[4200];
+    char dir[4400];
     for (int i = 0; st == CNN_OK && i < classes.n; i++) {
         snprintf(dir, sizeof dir, "%s/%s", root, classes.v[i]);
         st = add_class(ds, &cap, dir, label[i], err);

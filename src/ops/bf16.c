@@ -41,3 +41,11 @@ void cnn_bf16_round(float *x, size_t n)
     for (size_t i = 0; i < n; i++)
         x[i] = from_bf16(to_bf16(x[i]));
 }
+
+void cnn_bf16_store(float *x, uint16_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i] = to_bf16(x[i]);
+        x[i] = from_bf16(out[i]);
+    }
+}
