@@ -28,34 +28,7 @@ TEST_LABELS=$DATA/t10k-labels-idx1-ubyte.gz
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cnn-cli-XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 
-FAILED=0
-COUNT=0
-
-pass() { COUNT=$((COUNT + 1)); echo "ok - $1"; }
-fail() {
-    COUNT=$((COUNT + 1)); FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    for line in "$@"; do echo "#   $line"; done
-}
-
-# run NAME CMD...: runs CMD with stdout in $TMP/NAME.out, stderr in
-# $TMP/NAME.err and the exit status in RC.
-run() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
-    RC=$?
-}
-
-# expect_rc NAME WANT DESC: checks the last run's status.
-expect_rc() {
-    if [ "$RC" -eq "$2" ]; then
-        pass "$3"
-    else
-        fail "$3" "exit $RC, expected $2" "stderr: $(head -c 600 "$TMP/$1.err")"
-    fi
-}
+. "$ROOT/tests/lib.sh"
 
 # column FILE NAME: prints column NAME of a CSV file, header skipped.
 column() {
@@ -910,5 +883,4 @@ else
          "$(diff straight/grad_stats.csv stopped/grad_stats.csv | head -n 4)"
 fi
 
-echo "# $COUNT checks, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish

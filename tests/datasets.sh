@@ -21,32 +21,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/cnn-data-XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP" || exit 1
 
-FAILED=0
-COUNT=0
-pass() { COUNT=$((COUNT + 1)); echo "ok - $1"; }
-fail() {
-    COUNT=$((COUNT + 1)); FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    for line in "$@"; do echo "#   $line"; done
-}
-run() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
-    RC=$?
-}
-expect_rc() {
-    if [ "$RC" -eq "$2" ]; then
-        pass "$3"
-    else
-        fail "$3" "exit $RC, expected $2" "stderr: $(head -c 600 "$TMP/$1.err")"
-    fi
-}
-# json FILE KEY: a number from run.json.
-json() {
-    /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
+. "$ROOT/tests/lib.sh"
 # last_cell FILE COLUMN: the column's value in the last row that has one.
 last_cell() {
     awk -F, -v want="$2" '
@@ -307,5 +282,4 @@ run cnamed "$BIN" csv.yaml --set data.train.file="$TMP/named.csv" \
 expect_error cnamed "$TMP/named-test.csv:3" "csv: a test label unknown to training names file:3"
 [ -e csvbad ] && fail "csv errors leave no run directory" || pass "csv errors leave no run directory"
 
-echo "# $COUNT checks, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish

@@ -30,15 +30,7 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cnn-mpi-XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP" || exit 1
-FAILED=0
-COUNT=0
-pass() { COUNT=$((COUNT + 1)); echo "ok - $1"; }
-fail() {
-    COUNT=$((COUNT + 1)); FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    for line in "$@"; do echo "#   $line"; done
-}
+. "$ROOT/tests/lib.sh"
 
 # worst A B: the largest relative difference between two weights files.
 worst() {
@@ -61,9 +53,6 @@ print('%.3g' % max(abs(x - y) / max(1e-3, abs(x) + abs(y))
 PY
 }
 below() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; }
-json() {
-    /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
 
 CFG=$ROOT/configs/mlp-tiny.yaml
 MLP='model.layers=[flatten, {dense: {units: 128}}, relu, {dense: {units: 10}}]'
@@ -127,7 +116,7 @@ stop_run() {    # stop_run DIR WHOM: starts a run, signals WHOM once it trains
     local pid=$! i
     # A busy machine may take a while to start the job: wait for rows.
     for i in $(seq 100); do
-        [ "$(wc -l < "$1/metrics.csv" 2>/dev/null || echo 0)" -ge 5 ] && break
+        [ -f "$1/metrics.csv" ] && [ "$(wc -l < "$1/metrics.csv")" -ge 5 ] && break
         sleep 0.1
     done
     sleep 0.3
@@ -177,5 +166,4 @@ else
     fail "a config error under MPI is reported once" "exit $rc" "$(cat bad.err | head -n 6)"
 fi
 
-echo "# $COUNT checks, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish
