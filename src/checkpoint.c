@@ -253,8 +253,8 @@ static enum cnn_status read_state(const struct cnn_st_file *f,
         done > 1)
         return cnn_error_at(err, CNN_ERR_DATA, f->path, "checkpoint state "
                             "out of range (lr_factor %g, plateau_scale %g, "
-                            "done %lld)", rs->lr_factor, sched->plateau_scale,
-                            done);
+                            "loss_scale %g, done %lld)", rs->lr_factor,
+                            sched->plateau_scale, rs->loss_scale, done);
     return CNN_OK;
 }
 

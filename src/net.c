@@ -6,8 +6,6 @@
  */
 #include "cnn/net.h"
 
-#include "cnn/ops.h"
-
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,13 +337,11 @@ static enum cnn_status check_input(const struct cnn_net *net,
     return CNN_OK;
 }
 
-/* Activation and gradient buffers of one stack. A nested stack borrows
- * its input (acts[0]) from the layer that holds it but owns the input's
- * gradient, which that layer needs. A scratch stack gets only the
- * arrays; its buffers are placed by allocate_scratch. */
-/* bfloat16 storage: each output slot in half the bytes, and two float
- * buffers each for outputs and gradients, which the slots take turns
- * at (layer i reads slot i and writes slot i + 1, never the same). */
+/* bfloat16 storage: each output slot in half the bytes, two float
+ * buffers for outputs and two for gradients, which the slots take turns
+ * at (layer i reads slot i and writes slot i + 1, never the same), and
+ * one for the gradient of the stack's output, which a residual block
+ * reads again after its body's backward pass. */
 static enum cnn_status allocate_bf16(struct cnn_net *net,
                                      struct cnn_error *err)
 {
@@ -375,11 +371,17 @@ static enum cnn_status allocate_bf16(struct cnn_net *net,
     ok = ok && (net->dwork[2] = calloc(out ? out : 1, sizeof(float)));
     for (int i = 0; i < net->n_layers; i++)
         net->dacts[i] = net->dwork[i % 2];
+    if (!net->borrowed_input)   /* nobody needs the input's gradient */
+        net->dacts[0] = NULL;
     net->dacts[net->n_layers] = net->dwork[2];
     return ok ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory "
                                        "for activations");
 }
 
+/* Activation and gradient buffers of one stack. A nested stack borrows
+ * its input (acts[0]) from the layer that holds it but owns the input's
+ * gradient, which that layer needs. A scratch stack gets only the
+ * arrays; its buffers are placed by allocate_scratch. */
 static enum cnn_status allocate_activations(struct cnn_net *net,
                                             struct cnn_error *err)
 {
@@ -463,6 +465,10 @@ static enum cnn_status allocate_tree(struct cnn_net *net, bool in_scratch,
 {
     net->scratch = in_scratch;
     net->bf16 = bf16;
+    if (bf16 && net->recomputed)
+        return cnn_error_set(err, CNN_ERR_CONFIG, "training.precision: bf16 "
+                             "and a residual block with checkpoint: true do "
+                             "not go together yet");
     enum cnn_status st = allocate_activations(net, err);
     for (int i = 0; i < net->n_layers && st == CNN_OK; i++) {
         struct cnn_net *subs[4];

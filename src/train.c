@@ -148,6 +148,11 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
         st = cnn_norm_setup(&s->norm, d, &s->train, err);
     /* Each rank of an MPI job holds its share of the global batch. */
     int ranks = cnn_dist_size();
+    if (st == CNN_OK && cfg->training.batch_size < ranks)
+        st = cnn_error_set(err, CNN_ERR_CONFIG, "training.batch_size %lld "
+                           "is smaller than the job's %d ranks: each needs "
+                           "an example of every batch",
+                           cfg->training.batch_size, ranks);
     int batch = (int)((cfg->training.batch_size + ranks - 1) / ranks);
     if (st == CNN_OK)
         st = cnn_net_build_opts(&s->net, cfg->model_layers, s->train.shape,
@@ -196,7 +201,7 @@ enum cnn_status cnn_session_open_eval(struct cnn_session *s,
         st = cnn_data_load(&s->test, cfg, &d->test, classes, d->limit_test,
                            err);
     cnn_dataset_free(&s->train);
-    if (st == CNN_OK && norm->c != s->test.shape.c)
+    if (st == CNN_OK && norm->c != 1 && norm->c != s->test.shape.c)
         st = cnn_error_at(err, CNN_ERR_DATA, split_file(&d->test), "%d "
                           "channels, but the weights were trained on %d",
                           s->test.shape.c, norm->c);
@@ -312,6 +317,8 @@ void cnn_evaluate(struct cnn_session *s, const struct cnn_dataset *ds,
     if (!labels || !targets || !y || !r.t ||
         cnn_loader_init(&ld, ds, &s->norm, batch * ranks, 0, NULL) != CNN_OK) {
         free(labels), free(targets), free(y), free(r.t);
+        if (ranks > 1)
+            cnn_dist_abort(1);  /* the others are in the evaluation */
         return;
     }
     ld.shard = cnn_dist_rank();
@@ -641,12 +648,23 @@ static bool all_finite(const float *x, size_t n)
 
 /* The first layer whose output, or else the last whose gradient, holds a
  * non-finite value: where the trouble appeared. */
+static bool all_finite16(const uint16_t *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((x[i] & 0x7f80u) == 0x7f80u)    /* exponent all ones */
+            return false;
+    return true;
+}
+
 static const char *culprit(const struct cnn_net *net, int n)
 {
-    for (int i = 0; i < net->n_layers; i++)
-        if (!all_finite(net->acts[i + 1],
-                        (size_t)n * cnn_shape_size(net->layers[i].out)))
+    for (int i = 0; i < net->n_layers; i++) {
+        size_t count = (size_t)n * cnn_shape_size(net->layers[i].out);
+        /* bf16: the kept outputs; the float buffers are shared. */
+        if (net->bf16 ? !all_finite16(net->acts16[i + 1], count)
+                      : !all_finite(net->acts[i + 1], count))
             return net->layers[i].name;
+    }
     for (int i = net->n_layers - 1; i >= 0; i--) {
         const struct cnn_layer *l = &net->layers[i];
         for (int j = 0; j < l->n_params; j++)
@@ -668,15 +686,21 @@ static void micro_batch(struct loop *L, int n, double *loss_sum,
 {
     struct cnn_session *s = L->s;
     float *dout = s->net.dacts[s->net.n_layers];
-    if (n == 0)
+    if (n == 0) {                   /* still votes, as the others do */
+        if (L->ranks > 1)
+            cnn_dist_any(false);
         return;
+    }
     const float *out = cnn_net_forward(&s->net, n, true);
     double loss = s->regression
         ? cnn_loss_mse(out, L->targets, n, s->n_classes, dout)
         : cnn_loss(tcfg(L)->loss, out, L->labels, n, s->n_classes, dout,
                    correct);
     *loss_sum += loss * n;
-    if (!isfinite(loss))
+    /* Ranks skip the backward pass together: synced batchnorm sums
+     * across them in it. */
+    bool bad = !isfinite(loss);
+    if (L->ranks > 1 ? cnn_dist_any(bad) : bad)
         return;
     /* bf16: the loss scaled up, so small gradients do not round away. */
     float mult = tcfg(L)->accumulate > 1 || L->ranks > 1 ? (float)n : 1.0f;
@@ -813,10 +837,15 @@ static enum cnn_status on_nonfinite(struct loop *L, const char *where,
         long long rollbacks = rs->rollbacks + 1;
         double factor = rs->lr_factor * 0.5;
         long long steps[1];
-        char path[4200];
-        if (cnn_rundir_checkpoints(&L->rd, steps, 1) == 1) {
+        char path[4200] = "";
+        /* Rank 0 picks the checkpoint; every rank restores it. */
+        int found = L->writer && cnn_rundir_checkpoints(&L->rd, steps, 1) == 1;
+        if (found)
             cnn_rundir_checkpoint_path(&L->rd, steps[0], path, sizeof path);
-            enum cnn_status st = restore(L, path, false, err);
+        cnn_dist_bcast_int(&found, 0);
+        cnn_dist_bcast_string(path, sizeof path, 0);
+        if (found) {
+            enum cnn_status st = agree(L, restore(L, path, false, err), err);
             if (st != CNN_OK)
                 return st;
             rs->rollbacks = rollbacks;
@@ -979,6 +1008,14 @@ static enum cnn_status meta_pair(const struct cnn_st_file *f,
         return cnn_error_at(err, CNN_ERR_DATA, f->path, "malformed %s/%s "
                             "metadata", keys[0], keys[1]);
     }
+    for (int i = 0; i < na; i++)
+        if (!((*std)[i] > 0)) {
+            double bad = (*std)[i];
+            free(*mean), free(*std);
+            *mean = *std = NULL;
+            return cnn_error_at(err, CNN_ERR_DATA, f->path, "%s: a "
+                                "deviation of %g", keys[1], bad);
+        }
     *n = na;
     return CNN_OK;
 }
@@ -1029,7 +1066,7 @@ enum cnn_status cnn_weights_transform(const struct cnn_st_file *f,
     if (st == CNN_OK && names && *names) {
         int k = 1;
         for (const char *p = names; *p; p++)
-            k += *p == '\n';
+            k += *p == '\n' && p[1];      /* a final newline ends no name */
         classes->class_names = calloc((size_t)k, sizeof *classes->class_names);
         for (const char *p = names; classes->class_names && *p;) {
             size_t len = strcspn(p, "\n");

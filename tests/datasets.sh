@@ -282,4 +282,55 @@ run cnamed "$BIN" csv.yaml --set data.train.file="$TMP/named.csv" \
 expect_error cnamed "$TMP/named-test.csv:3" "csv: a test label unknown to training names file:3"
 [ -e csvbad ] && fail "csv errors leave no run directory" || pass "csv errors leave no run directory"
 
+# More feature columns than per-channel normalization holds (16): one
+# [20, 1, 1] example per row trains, and predict reads feature rows.
+/usr/bin/python3 -c '
+import random
+random.seed(1)
+with open("wide.csv", "w") as f:
+    for i in range(200):
+        y = i % 2
+        f.write(",".join("%.3f" % random.gauss(y, 1) for _ in range(20)) + ",%d\n" % y)'
+cut -d, -f1-20 wide.csv | head -n 4 > wide-rows.csv
+run wide "$BIN" csv.yaml --set data.train.file="$TMP/wide.csv" --set data.test_split=0.2 \
+    --set 'model.layers=[{dense: {units: 2}}]' --set training.epochs=5 --out wide
+run widep "$BIN" predict wide wide-rows.csv --top 1
+acc=$(json wide/run.json final_test_acc 2>/dev/null)
+if [ "$RC" -eq 0 ] && at_least "${acc:-0}" 0.7 && [ "$(wc -l < "$TMP/widep.out")" -eq 4 ]; then
+    pass "csv: 20 feature columns train ($acc) and predict"
+else
+    fail "csv: 20 feature columns train and predict" "acc '$acc'" "$(cat "$TMP/wide.err" "$TMP/widep.err" | head -n 4)"
+fi
+
+# A row that overflows: the non-finite message names the same layer in
+# float32 and in bf16 (whose float buffers are shared by the layers).
+printf '1,2,0.5\n3e38,3e38,0.5\n1,1,0.2\n2,2,0.1\n' > huge.csv
+for p in fp32 bf16; do
+    run "huge_$p" "$BIN" csv.yaml --set data.train.file="$TMP/huge.csv" \
+        --set data.task=regression --set training.precision=$p \
+        --set 'model.layers=[relu, relu, {dense: {units: 4}}, {dense: {units: 1}}]' \
+        --set training.batch_size=4 --out "huge-$p"
+done
+w32=$(grep -o 'first in layer [a-z_0-9]*' "$TMP/huge_fp32.err" | head -n 1)
+w16=$(grep -o 'first in layer [a-z_0-9]*' "$TMP/huge_bf16.err" | head -n 1)
+if [ -n "$w32" ] && [ "$w32" = "$w16" ]; then
+    pass "bf16 names the layer where values stopped being finite, as fp32 does ($w16)"
+else
+    fail "bf16 names the same non-finite layer as fp32" "fp32: '$w32', bf16: '$w16'"
+fi
+
+# predict on a 2-D IDX file, [N, 144], for the 1x12x12 folder model: the
+# examples are viewed in the model's shape.
+/usr/bin/python3 -c '
+import struct
+open("flat.idx", "wb").write(bytes([0, 0, 8, 2]) + struct.pack(">II", 2, 144)
+                             + bytes([40] * 144) + bytes([200] * 144))'
+run flatp "$BIN" predict folderrun flat.idx --top 1
+if [ "$RC" -eq 0 ] && grep -q '\[0\]: dark' "$TMP/flatp.out" &&
+   grep -q '\[1\]: light' "$TMP/flatp.out"; then
+    pass "predict reads a flat [N, 144] IDX file for a 1x12x12 model"
+else
+    fail "predict reads a flat IDX file" "$(cat "$TMP/flatp.out" "$TMP/flatp.err")"
+fi
+
 finish

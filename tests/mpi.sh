@@ -166,4 +166,35 @@ else
     fail "a config error under MPI is reported once" "exit $rc" "$(cat bad.err | head -n 6)"
 fi
 
+# A rank whose shard has a non-finite loss skips the backward pass with
+# the others (synced batchnorm sums across ranks in it); a batch smaller
+# than the job is refused.
+printf '1,2,0.5\n3e38,3e38,0.5\n1,1,0.2\n2,2,0.1\n' > nan.csv
+cat > nan.yaml <<'YAML'
+data:
+  format: csv
+  task: regression
+  train: {file: nan.csv}
+model:
+  layers:
+    - residual: {body: [sigmoid, {batchnorm: {sync: true}}], activation: none}
+    - dense: {units: 1}
+optimizer: {name: sgd, lr: 0.01}
+training: {epochs: 2, batch_size: 2, on_nan: skip}
+YAML
+"${MPIRUN[@]}" -np 2 "$BIN" nan.yaml --out nanrun --quiet >nan.log 2>&1
+rc=$?
+if [ "$rc" -eq 0 ] && grep -q 'step skipped' nan.log; then
+    pass "a non-finite loss on one rank with synced batchnorm: the step is skipped on all"
+else
+    fail "a non-finite loss on one rank with synced batchnorm" "exit $rc" "$(tail -n 4 nan.log)"
+fi
+"${MPIRUN[@]}" -np 2 "$BIN" nan.yaml --out nanbad --set training.batch_size=1 >small.out 2>small.err
+rc=$?
+if [ "$rc" -eq 2 ] && grep -q "smaller than the job's 2 ranks" small.err; then
+    pass "a batch smaller than the job: exit 2 with the reason"
+else
+    fail "a batch smaller than the job is refused" "exit $rc" "$(head -n 3 small.err)"
+fi
+
 finish

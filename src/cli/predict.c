@@ -136,10 +136,14 @@ static enum cnn_status predict_all(struct predictor *pr, const char *path,
         return cnn_error_at(err, CNN_ERR_DATA, path, "examples are %dx%dx%d; "
                             "the model takes %dx%dx%d", ds->shape.c,
                             ds->shape.h, ds->shape.w, s.c, s.h, s.w);
+    /* The examples as the model sees them (an [N, 784] IDX file for a
+     * 1x28x28 model): the normalization goes by the model's channels. */
+    struct cnn_dataset view = *ds;
+    view.shape = s;
     for (long long i = 0; i < ds->n; i++) {
         char label[4300];
         snprintf(label, sizeof label, "%s[%lld]", path, i);
-        predict_one(pr, indexed ? label : path, ds, i);
+        predict_one(pr, indexed ? label : path, &view, i);
     }
     return CNN_OK;
 }

@@ -23,11 +23,12 @@ struct table {
     const char *path;
     char *text;                 /* the whole file, cut in place */
     char **lines;               /* data lines (after skip_rows, blanks) */
-    int *line_no;               /* their 1-based numbers in the file */
+    long long *line_no;         /* their 1-based numbers in the file */
     long long n_lines;
     char delim;                 /* ' ' means runs of whitespace */
     char **header;              /* cells of the header row, or NULL */
     char *header_text;          /* ... cut from this copy */
+    bool past_header;           /* lines and line_no moved past it */
     int n_cols;
     char **cells;               /* one row's cells, n_cols of them ... */
     char *row;                  /* ... cut from this copy of its line */
@@ -56,7 +57,9 @@ static enum cnn_status read_text(const char *path, char **out,
             buf = more;
             cap *= 2;
         }
-        int r = gzread(f, buf + len, (unsigned)(cap - len));
+        size_t room = cap - len;    /* zlib reads at most INT_MAX a call */
+        int r = gzread(f, buf + len, (unsigned)(room < (1u << 30) ? room
+                                                                  : 1u << 30));
         if (r < 0) {
             int code;
             st = cnn_error_at(err, CNN_ERR_DATA, path, "corrupt file: %s",
@@ -102,9 +105,9 @@ static enum cnn_status cut_lines(struct table *t, long long skip,
     long long cap = 1024;
     t->lines = malloc((size_t)cap * sizeof *t->lines);
     t->line_no = malloc((size_t)cap * sizeof *t->line_no);
-    int no = 0;
+    long long no = 0;
     char *start = t->text;
-    if (memcmp(start, "\xef\xbb\xbf", 3) == 0)
+    if (strncmp(start, "\xef\xbb\xbf", 3) == 0)
         start += 3;     /* the UTF-8 byte order mark spreadsheets write */
     for (char *p = start; p && *p;) {
         char *nl = strchr(p, '\n');
@@ -118,7 +121,7 @@ static enum cnn_status cut_lines(struct table *t, long long skip,
             if (t->n_lines == cap) {
                 cap *= 2;
                 char **l = realloc(t->lines, (size_t)cap * sizeof *l);
-                int *n = realloc(t->line_no, (size_t)cap * sizeof *n);
+                long long *n = realloc(t->line_no, (size_t)cap * sizeof *n);
                 if (l)
                     t->lines = l;
                 if (n)
@@ -260,7 +263,7 @@ static enum cnn_status row_error(const struct table *t, long long row,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(where, sizeof where, "%s:%d", t->path, t->line_no[row]);
+    snprintf(where, sizeof where, "%s:%lld", t->path, t->line_no[row]);
     return cnn_error_at(err, CNN_ERR_DATA, where, "%s", msg);
 }
 
@@ -351,6 +354,7 @@ static enum cnn_status open_table(struct table *t, const char *path,
         t->lines++;
         t->line_no++;
         t->n_lines--;
+        t->past_header = true;
         if (t->n_lines == 0)
             return cnn_error_at(err, CNN_ERR_DATA, path, "a header and no "
                                 "rows");
@@ -360,7 +364,7 @@ static enum cnn_status open_table(struct table *t, const char *path,
 
 static void close_table(struct table *t)
 {
-    if (t->header) {        /* lines were advanced past the header */
+    if (t->past_header) {
         t->lines--;
         t->line_no--;
     }
@@ -463,8 +467,10 @@ static enum cnn_status class_list(struct cnn_dataset *ds, struct table *t,
                 return row_error(t, r, err, "more than 65536 distinct "
                                  "labels");
             }
-            if (!(names[n] = strdup(t->cells[col])))
-                break;
+            if (!(names[n] = strdup(t->cells[col]))) {
+                ds->class_names = names, ds->n_class_names = n;
+                return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+            }
             n++;
         }
         if (names)

@@ -93,10 +93,17 @@ enum cnn_status cnn_norm_setup(struct cnn_norm *norm,
 {
     int C = ds->shape.c;
     memset(norm, 0, sizeof *norm);
-    norm->c = C;
+    /* Many channels (features of a CSV row, [F, 1, 1]) share one value,
+     * unless statistics per channel are asked for. */
+    bool per_channel = cfg->normalize_auto || cfg->n_mean > 1;
+    if (C > CNN_MAX_CHANNELS && per_channel)
+        return cnn_error_set(err, CNN_ERR_DATA, "%d channels: per-channel "
+                             "normalization takes at most %d (use "
+                             "data.standardize for many features)", C,
+                             CNN_MAX_CHANNELS);
     if (C > CNN_MAX_CHANNELS)
-        return cnn_error_set(err, CNN_ERR_DATA, "%d channels: at most %d are "
-                             "supported", C, CNN_MAX_CHANNELS);
+        C = 1;
+    norm->c = C;
 
     for (int c = 0; c < C; c++) {
         norm->mean[c] = 0.0f;
@@ -127,15 +134,16 @@ void cnn_norm_apply(const struct cnn_norm *norm, const struct cnn_dataset *ds,
     size_t hw = (size_t)s.h * s.w, size = (size_t)s.c * hw;
     size_t at = (size_t)i * size;
     for (int c = 0; c < s.c; c++) {
-        float shift = norm->mean[c] / norm->std[c];
+        int k = norm->c == 1 ? 0 : c;  /* one value for every channel */
+        float shift = norm->mean[k] / norm->std[k];
         if (ds->pixels) {
             const uint8_t *p = ds->pixels + at + c * hw;
-            float scale = 1.0f / (255.0f * norm->std[c]);
+            float scale = 1.0f / (255.0f * norm->std[k]);
             for (size_t j = 0; j < hw; j++)
                 x[c * hw + j] = p[j] * scale - shift;
         } else {
             const float *p = ds->features + at + c * hw;
-            float scale = 1.0f / norm->std[c];
+            float scale = 1.0f / norm->std[k];
             for (size_t j = 0; j < hw; j++)
                 x[c * hw + j] = p[j] * scale - shift;
         }
@@ -223,8 +231,9 @@ static void augment(const struct cnn_loader *ld, float *x, float *tmp,
         for (int c = 0; c < s.c; c++) {
             /* Padding is black: what a 0 pixel becomes (per channel;
              * standardized inputs pad with their mean, 0). */
+            int k = ld->norm->c == 1 ? 0 : c;
             float black = ld->norm->n_feat ? 0.0f
-                          : -ld->norm->mean[c] / ld->norm->std[c];
+                          : -ld->norm->mean[k] / ld->norm->std[k];
             for (int y = 0; y < s.h; y++)
                 for (int xx = 0; xx < s.w; xx++) {
                     int sy = y + dy, sx = (flip ? s.w - 1 - xx : xx) + dx;
