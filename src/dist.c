@@ -115,6 +115,12 @@ void cnn_dist_bcast_string(char *s, size_t cap, int root)
         MPI_Bcast(s, (int)cap, MPI_CHAR, root, MPI_COMM_WORLD);
 }
 
+void cnn_dist_bcast_doubles(double *v, size_t n, int root)
+{
+    if (size_ > 1)
+        MPI_Bcast(v, (int)n, MPI_DOUBLE, root, MPI_COMM_WORLD);
+}
+
 void cnn_dist_abort(int status)
 {
     if (joined)
@@ -176,6 +182,11 @@ void cnn_dist_bcast_int(int *v, int root)
 void cnn_dist_bcast_string(char *s, size_t cap, int root)
 {
     (void)s, (void)cap, (void)root;
+}
+
+void cnn_dist_bcast_doubles(double *v, size_t n, int root)
+{
+    (void)v, (void)n, (void)root;
 }
 
 void cnn_dist_abort(int status)

@@ -294,6 +294,9 @@ static void reduce_evaluation(double *total, long long *correct,
     for (size_t i = 0; confusion && i < (size_t)k * k; i++)
         v[4 + 3 * k + i] = (double)confusion[i];
     cnn_dist_sum_doubles(v, n);
+    /* Rank 0's figures for all: the rules that follow them (best
+     * weights, early stopping, plateau) must decide alike everywhere. */
+    cnn_dist_bcast_doubles(v, n, 0);
     *total = v[0], *correct = (long long)v[1], r->sq = v[2], r->abs = v[3];
     memcpy(r->t, v + 4, 3 * (size_t)k * sizeof *v);
     for (size_t i = 0; confusion && i < (size_t)k * k; i++)

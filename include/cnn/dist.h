@@ -39,6 +39,7 @@ int cnn_dist_min(int v);
 /* Rank root's value of *v (or its string, up to cap bytes), everywhere. */
 void cnn_dist_bcast_int(int *v, int root);
 void cnn_dist_bcast_string(char *s, size_t cap, int root);
+void cnn_dist_bcast_doubles(double *v, size_t n, int root);
 
 /* Ends every rank of the job at once with this exit status. */
 void cnn_dist_abort(int status) __attribute__((noreturn));
