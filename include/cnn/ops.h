@@ -46,6 +46,13 @@ void cnn_col2im(const struct cnn_conv_geom *g, const float *col, int ld,
  * leaves OpenBLAS's default. Returns the count in use. */
 int cnn_blas_threads(int n);
 
+/* Runs fn(ctx, lo, hi) over [0, n) cut into as many contiguous parts as
+ * OpenBLAS has threads, in parallel, and returns when all are done. The
+ * parts must not write the same memory; each part's own order is the
+ * serial one, so results do not depend on the thread count. */
+void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
+                      void *ctx);
+
 /* bfloat16: the top half of a float32, 8 exponent bits and 7 mantissa
  * bits. Packing rounds to nearest, ties to even; NaN stays NaN, and
  * values past the largest bfloat16 become infinities, as in hardware. */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "cnn/dist.h"
+#include "cnn/ops.h"
 
 struct bn_state {
     float momentum, eps;
@@ -72,45 +73,63 @@ static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
-/* The batch's per-channel sum and sum of squares into s->sums (and the
- * count after them), summed over the ranks when syncing. */
-static void batch_sums(struct bn_state *s, const float *x, int n, int C,
-                       size_t hw)
+/* A pass over the batch, channel by channel; channels go to the
+ * threads of cnn_parallel_for, each computed as one thread would. */
+struct pass {
+    struct cnn_layer *l;
+    struct bn_state *s;
+    const float *x, *dy;
+    float *y, *dx;
+    int n, C;
+    size_t hw;
+    bool train, recompute;
+};
+
+/* Per-channel sum and sum of squares into s->sums. */
+static void sums_part(void *ctx, int lo, int hi)
 {
-    size_t size = (size_t)C * hw;
-    for (int c = 0; c < C; c++) {
+    const struct pass *p = ctx;
+    size_t size = (size_t)p->C * p->hw;
+    for (int c = lo; c < hi; c++) {
         double sum = 0, sq = 0;
-        for (int i = 0; i < n; i++) {
-            const float *p = x + i * size + c * hw;
-            for (size_t j = 0; j < hw; j++) {
-                sum += p[j];
-                sq += (double)p[j] * p[j];
+        for (int i = 0; i < p->n; i++) {
+            const float *v = p->x + i * size + c * p->hw;
+            for (size_t j = 0; j < p->hw; j++) {
+                sum += v[j];
+                sq += (double)v[j] * v[j];
             }
         }
-        s->sums[c] = sum;
-        s->sums[C + c] = sq;
+        p->s->sums[c] = sum;
+        p->s->sums[p->C + c] = sq;
     }
-    s->sums[2 * C] = (double)n * (double)hw;
-    if (s->sync)
-        cnn_dist_sum_doubles(s->sums, 2 * (size_t)C + 1);
-    s->count = s->sums[2 * C];
 }
 
-static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
-                       const struct cnn_fwd_ctx *ctx)
+/* The batch's per-channel sums into s->sums (and the count after them),
+ * summed over the ranks when syncing. */
+static void batch_sums(struct pass *p)
 {
-    struct bn_state *s = l->state;
-    int C = l->in.c;
-    size_t hw = (size_t)l->in.h * l->in.w, size = (size_t)C * hw;
+    struct bn_state *s = p->s;
+    cnn_parallel_for(p->C, sums_part, p);
+    s->sums[2 * p->C] = (double)p->n * (double)p->hw;
+    if (s->sync)
+        cnn_dist_sum_doubles(s->sums, 2 * (size_t)p->C + 1);
+    s->count = s->sums[2 * p->C];
+}
+
+static void normalize_part(void *ctx, int lo, int hi)
+{
+    const struct pass *p = ctx;
+    struct bn_state *s = p->s;
+    struct cnn_layer *l = p->l;
+    int C = p->C;
+    size_t hw = p->hw, size = (size_t)C * hw;
     const float *gamma = l->params[0].data, *beta = l->params[1].data;
     float *rmean = l->params[2].data, *rvar = l->params[3].data;
-    if (ctx->train)
-        batch_sums(s, x, n, C, hw);
     double count = s->count;
 
-    for (int c = 0; c < C; c++) {
+    for (int c = lo; c < hi; c++) {
         float mean, invstd;
-        if (ctx->train) {
+        if (p->train) {
             double m = s->sums[c] / count;
             double var = s->sums[C + c] / count - m * m;
             var = var > 0 ? var : 0;
@@ -119,7 +138,7 @@ static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
             double unbiased = count > 1 ? var * count / (count - 1) : var;
             /* A recompute sees the same batch: the statistics moved
              * once already. */
-            if (!ctx->recompute) {
+            if (!p->recompute) {
                 rmean[c] = (1 - s->momentum) * rmean[c] + s->momentum * mean;
                 rvar[c] = (1 - s->momentum) * rvar[c] +
                           s->momentum * (float)unbiased;
@@ -131,61 +150,88 @@ static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
             invstd = 1.0f / sqrtf(rvar[c] + s->eps);
         }
         float scale = gamma[c] * invstd, shift = beta[c] - mean * scale;
-        for (int i = 0; i < n; i++) {
-            const float *p = x + i * size + c * hw;
-            float *q = y + i * size + c * hw;
+        for (int i = 0; i < p->n; i++) {
+            const float *v = p->x + i * size + c * hw;
+            float *q = p->y + i * size + c * hw;
             for (size_t j = 0; j < hw; j++)
-                q[j] = p[j] * scale + shift;
+                q[j] = v[j] * scale + shift;
         }
     }
 }
 
-/* Training-mode backward through the batch statistics:
- * dx = gamma * invstd / m * (m dy - sum(dy) - xhat * sum(dy * xhat)). */
-static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
-                        const float *dy, float *dx, int n)
+static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
+                       const struct cnn_fwd_ctx *ctx)
 {
-    struct bn_state *s = l->state;
-    int C = l->in.c;
-    size_t hw = (size_t)l->in.h * l->in.w, size = (size_t)C * hw;
-    const float *gamma = l->params[0].data;
-    float *dgamma = l->params[0].grad, *dbeta = l->params[1].grad;
-    double m = s->count;
+    struct pass p = {.l = l, .s = l->state, .x = x, .y = y, .n = n,
+                     .C = l->in.c, .hw = (size_t)l->in.h * l->in.w,
+                     .train = ctx->train, .recompute = ctx->recompute};
+    if (ctx->train)
+        batch_sums(&p);
+    cnn_parallel_for(p.C, normalize_part, &p);
+}
 
-    /* The parameters' gradients are this rank's own (the trainer sums
-     * them over ranks); dx needs the sums over the whole batch. */
-    for (int c = 0; c < C; c++) {
+/* The parameters' gradients (this rank's own: the trainer sums them
+ * over ranks) and the sums dx needs, per channel. */
+static void grad_sums_part(void *ctx, int lo, int hi)
+{
+    const struct pass *p = ctx;
+    struct bn_state *s = p->s;
+    size_t hw = p->hw, size = (size_t)p->C * hw;
+    float *dgamma = p->l->params[0].grad, *dbeta = p->l->params[1].grad;
+    for (int c = lo; c < hi; c++) {
         float mean = s->mean[c], invstd = s->invstd[c];
         double sum_dy = 0, sum_dy_xhat = 0;
-        for (int i = 0; i < n; i++) {
-            const float *p = x + i * size + c * hw;
-            const float *d = dy + i * size + c * hw;
+        for (int i = 0; i < p->n; i++) {
+            const float *v = p->x + i * size + c * hw;
+            const float *d = p->dy + i * size + c * hw;
             for (size_t j = 0; j < hw; j++) {
                 sum_dy += d[j];
-                sum_dy_xhat += (double)d[j] * (p[j] - mean) * invstd;
+                sum_dy_xhat += (double)d[j] * (v[j] - mean) * invstd;
             }
         }
         dgamma[c] += (float)sum_dy_xhat;
         dbeta[c] += (float)sum_dy;
         s->sums[c] = sum_dy;
-        s->sums[C + c] = sum_dy_xhat;
+        s->sums[p->C + c] = sum_dy_xhat;
     }
-    if (!dx)
-        return;
-    if (s->sync)
-        cnn_dist_sum_doubles(s->sums, 2 * (size_t)C);
-    for (int c = 0; c < C; c++) {
+}
+
+/* Training-mode backward through the batch statistics:
+ * dx = gamma * invstd / m * (m dy - sum(dy) - xhat * sum(dy * xhat)). */
+static void input_grad_part(void *ctx, int lo, int hi)
+{
+    const struct pass *p = ctx;
+    struct bn_state *s = p->s;
+    size_t hw = p->hw, size = (size_t)p->C * hw;
+    const float *gamma = p->l->params[0].data;
+    double m = s->count;
+    for (int c = lo; c < hi; c++) {
         float mean = s->mean[c], invstd = s->invstd[c];
         float k = gamma[c] * invstd;
-        float a = (float)(s->sums[c] / m), b = (float)(s->sums[C + c] / m);
-        for (int i = 0; i < n; i++) {
-            const float *p = x + i * size + c * hw;
-            const float *d = dy + i * size + c * hw;
-            float *q = dx + i * size + c * hw;
+        float a = (float)(s->sums[c] / m), b = (float)(s->sums[p->C + c] / m);
+        for (int i = 0; i < p->n; i++) {
+            const float *v = p->x + i * size + c * hw;
+            const float *d = p->dy + i * size + c * hw;
+            float *q = p->dx + i * size + c * hw;
             for (size_t j = 0; j < hw; j++)
-                q[j] = k * (d[j] - a - (p[j] - mean) * invstd * b);
+                q[j] = k * (d[j] - a - (v[j] - mean) * invstd * b);
         }
     }
+}
+
+static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
+                        const float *dy, float *dx, int n)
+{
+    (void)y;
+    struct pass p = {.l = l, .s = l->state, .x = x, .dy = dy, .dx = dx,
+                     .n = n, .C = l->in.c, .hw = (size_t)l->in.h * l->in.w};
+    cnn_parallel_for(p.C, grad_sums_part, &p);
+    if (!dx)
+        return;
+    /* dx needs the sums over the whole batch, all ranks' shards. */
+    if (p.s->sync)
+        cnn_dist_sum_doubles(p.s->sums, 2 * (size_t)p.C);
+    cnn_parallel_for(p.C, input_grad_part, &p);
 }
 
 static void bn_destroy(struct cnn_layer *l)

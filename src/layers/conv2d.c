@@ -110,15 +110,77 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
-/* Columns of examples [first, first + nb) side by side in s->col. */
-static void unfold(struct cnn_layer *l, const float *x, int first, int nb)
+/* One chunk's work, shared with the threads that take parts of it:
+ * examples [first, first + nb) of the batch. */
+struct chunk {
+    struct conv_state *s;
+    const float *x, *dy, *b;
+    float *y, *dx, *db;
+    int first, nb, F, ohw;
+    size_t in_size;
+};
+
+static void unfold_part(void *ctx, int lo, int hi)
 {
-    struct conv_state *s = l->state;
-    int ohw = s->g.oh * s->g.ow;
-    size_t in_size = cnn_shape_size(l->in);
-    for (int i = 0; i < nb; i++)
-        cnn_im2col(&s->g, x + (size_t)(first + i) * in_size, s->col + i * ohw,
-                   nb * ohw);
+    const struct chunk *c = ctx;
+    for (int i = lo; i < hi; i++)
+        cnn_im2col(&c->s->g, c->x + (size_t)(c->first + i) * c->in_size,
+                   c->s->col + i * c->ohw, c->nb * c->ohw);
+}
+
+/* Columns of the chunk's examples side by side in s->col. */
+static void unfold(struct chunk *c)
+{
+    cnn_parallel_for(c->nb, unfold_part, c);
+}
+
+/* tmp[F, nb, ohw] -> y[nb, F, ohw], adding the bias; by example. */
+static void scatter_part(void *ctx, int lo, int hi)
+{
+    const struct chunk *c = ctx;
+    int cols = c->nb * c->ohw;
+    for (int i = lo; i < hi; i++) {
+        float *yi = c->y + (size_t)(c->first + i) * c->F * c->ohw;
+        for (int f = 0; f < c->F; f++) {
+            const float *src = c->s->tmp + (size_t)f * cols + i * c->ohw;
+            float *dst = yi + (size_t)f * c->ohw;
+            float bf = c->b ? c->b[f] : 0.0f;
+            for (int p = 0; p < c->ohw; p++)
+                dst[p] = src[p] + bf;
+        }
+    }
+}
+
+/* dy[nb, F, ohw] -> tmp[F, nb, ohw], summing the bias gradient; by
+ * filter, each filter's sum in example order as one thread would. */
+static void gather_part(void *ctx, int lo, int hi)
+{
+    const struct chunk *c = ctx;
+    int cols = c->nb * c->ohw;
+    for (int f = lo; f < hi; f++)
+        for (int i = 0; i < c->nb; i++) {
+            const float *src = c->dy + ((size_t)(c->first + i) * c->F + f) *
+                                           c->ohw;
+            float *dst = c->s->tmp + (size_t)f * cols + i * c->ohw;
+            float acc = 0.0f;
+            for (int p = 0; p < c->ohw; p++) {
+                dst[p] = src[p];
+                acc += src[p];
+            }
+            if (c->db)
+                c->db[f] += acc;
+        }
+}
+
+/* d(col) -> dx, example by example. */
+static void fold_part(void *ctx, int lo, int hi)
+{
+    const struct chunk *c = ctx;
+    for (int i = lo; i < hi; i++) {
+        float *dxi = c->dx + (size_t)(c->first + i) * c->in_size;
+        memset(dxi, 0, c->in_size * sizeof *dxi);
+        cnn_col2im(&c->s->g, c->s->col + i * c->ohw, c->nb * c->ohw, dxi);
+    }
 }
 
 static void conv_forward(struct cnn_layer *l, const float *x, float *y, int n,
@@ -133,21 +195,13 @@ static void conv_forward(struct cnn_layer *l, const float *x, float *y, int n,
     for (int first = 0; first < n; first += s->chunk) {
         int nb = n - first < s->chunk ? n - first : s->chunk;
         int cols = nb * ohw;
-        unfold(l, x, first, nb);
+        struct chunk c = {.s = s, .x = x, .b = b, .y = y, .first = first,
+                          .nb = nb, .F = F, .ohw = ohw,
+                          .in_size = cnn_shape_size(l->in)};
+        unfold(&c);
         cnn_gemm(false, false, F, cols, kk, 1.0f, W, kk, s->col, cols, 0.0f,
                  s->tmp, cols);
-
-        /* tmp[F, nb, ohw] -> y[nb, F, ohw], adding the bias. */
-        for (int i = 0; i < nb; i++) {
-            float *yi = y + (size_t)(first + i) * F * ohw;
-            for (int f = 0; f < F; f++) {
-                const float *src = s->tmp + (size_t)f * cols + i * ohw;
-                float *dst = yi + (size_t)f * ohw;
-                float bf = b ? b[f] : 0.0f;
-                for (int p = 0; p < ohw; p++)
-                    dst[p] = src[p] + bf;
-            }
-        }
+        cnn_parallel_for(nb, scatter_part, &c);
     }
 }
 
@@ -165,24 +219,11 @@ static void conv_backward(struct cnn_layer *l, const float *x, const float *y,
     for (int first = 0; first < n; first += s->chunk) {
         int nb = n - first < s->chunk ? n - first : s->chunk;
         int cols = nb * ohw;
-
-        /* dy[nb, F, ohw] -> tmp[F, nb, ohw], summing the bias gradient. */
-        for (int i = 0; i < nb; i++) {
-            const float *dyi = dy + (size_t)(first + i) * F * ohw;
-            for (int f = 0; f < F; f++) {
-                const float *src = dyi + (size_t)f * ohw;
-                float *dst = s->tmp + (size_t)f * cols + i * ohw;
-                float acc = 0.0f;
-                for (int p = 0; p < ohw; p++) {
-                    dst[p] = src[p];
-                    acc += src[p];
-                }
-                if (db)
-                    db[f] += acc;
-            }
-        }
-
-        unfold(l, x, first, nb);
+        struct chunk c = {.s = s, .x = x, .dy = dy, .dx = dx, .db = db,
+                          .first = first, .nb = nb, .F = F, .ohw = ohw,
+                          .in_size = in_size};
+        cnn_parallel_for(F, gather_part, &c);
+        unfold(&c);
         cnn_gemm(false, true, F, kk, cols, 1.0f, s->tmp, cols, s->col, cols,
                  1.0f, dW, kk);
         if (!dx)
@@ -191,11 +232,7 @@ static void conv_backward(struct cnn_layer *l, const float *x, const float *y,
         /* The columns are spent: reuse them for d(col) = W^T d(y). */
         cnn_gemm(true, false, kk, cols, F, 1.0f, W, kk, s->tmp, cols, 0.0f,
                  s->col, cols);
-        for (int i = 0; i < nb; i++) {
-            float *dxi = dx + (size_t)(first + i) * in_size;
-            memset(dxi, 0, in_size * sizeof *dxi);
-            cnn_col2im(&s->g, s->col + i * ohw, cols, dxi);
-        }
+        cnn_parallel_for(nb, fold_part, &c);
     }
 }
 

@@ -1,0 +1,109 @@
+/*
+ * A small pool of worker threads for the loops around the matrix
+ * products (im2col, col2im, layouts, batchnorm): while our code runs,
+ * OpenBLAS's own threads only yield the cores, so the loops can use
+ * them. One loop at a time, from the training thread; as many threads
+ * as OpenBLAS uses. Workers sleep on a condition variable between
+ * loops, so they do not compete with OpenBLAS's spinning.
+ */
+#include "cnn/ops.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+enum { MAX_WORKERS = 63 };
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t start, done;
+    int workers;                /* started so far */
+    unsigned long generation;   /* bumped per loop */
+    int pending;                /* workers still on the current loop */
+    int parts;                  /* the current loop's split */
+    int n;
+    void (*fn)(void *ctx, int lo, int hi);
+    void *ctx;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL};
+
+static void run_part(int part, int parts, int n,
+                     void (*fn)(void *, int, int), void *ctx)
+{
+    int lo = (int)((long long)n * part / parts);
+    int hi = (int)((long long)n * (part + 1) / parts);
+    if (lo < hi)
+        fn(ctx, lo, hi);
+}
+
+static void *worker(void *arg)
+{
+    int part = (int)(size_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.generation == seen)
+            pthread_cond_wait(&pool.start, &pool.lock);
+        seen = pool.generation;
+        if (part >= pool.parts)
+            continue;               /* this loop is split fewer ways */
+        int parts = pool.parts, n = pool.n;
+        void (*fn)(void *, int, int) = pool.fn;
+        void *ctx = pool.ctx;
+        pthread_mutex_unlock(&pool.lock);
+        run_part(part, parts, n, fn, ctx);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.pending == 0)
+            pthread_cond_signal(&pool.done);
+    }
+    return NULL;
+}
+
+/* Starts workers up to want - 1 of them; returns how many parts a loop
+ * can be split into (1 when threads cannot be made). */
+static int ensure_workers(int want)
+{
+    if (want > MAX_WORKERS + 1)
+        want = MAX_WORKERS + 1;
+    while (pool.workers < want - 1) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int bad = pthread_create(&t, &attr, worker,
+                                 (void *)(size_t)(pool.workers + 1));
+        pthread_attr_destroy(&attr);
+        if (bad)
+            break;
+        pool.workers++;
+    }
+    return pool.workers + 1 < want ? pool.workers + 1 : want;
+}
+
+void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
+                      void *ctx)
+{
+    int threads = cnn_blas_threads(0);
+    int parts = threads < n ? threads : n;
+    if (parts <= 1) {
+        if (n > 0)
+            fn(ctx, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    parts = ensure_workers(parts);
+    pool.parts = parts;
+    pool.n = n;
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.pending = parts - 1;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.lock);
+
+    run_part(0, parts, n, fn, ctx);
+
+    pthread_mutex_lock(&pool.lock);
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+}
