@@ -3,7 +3,9 @@
  * `cnn-train train CONFIG`.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cnn/dist.h"
@@ -53,8 +55,28 @@ static int run(int argc, char **argv)
     return cli_train(argc, argv);
 }
 
+/* OpenBLAS's idle threads spin, calling sched_yield, for about 2^28
+ * cycles before they sleep; all that time they hold the cores that our
+ * own loops between the matrix products (im2col, batchnorm; see
+ * cnn_parallel_for) would use. OPENBLAS_THREAD_TIMEOUT=4 makes them
+ * sleep at once, 30% more ResNet-20 images per second here. OpenBLAS
+ * reads it when it loads, before main: so the program sets it and starts
+ * itself again, once, unless the user set it. Not under valgrind, which
+ * would not follow the new image. */
+static void quiet_blas_threads(char **argv)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    if (getenv("OPENBLAS_THREAD_TIMEOUT") ||
+        (preload && strstr(preload, "vgpreload")))
+        return;
+    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) == 0)
+        execv("/proc/self/exe", argv);
+    /* Still here: go on as we are. */
+}
+
 int main(int argc, char **argv)
 {
+    quiet_blas_threads(argv);
     cnn_dist_init(&argc, &argv);
     int code = run(argc, argv);
     cnn_dist_finalize();
