@@ -22,6 +22,7 @@
 
 #include "cnn/config.h"
 #include "cnn/net.h"
+#include "cnn/ops.h"
 
 static const double STEP = 5e-3;
 static const double TOLERANCE = 1e-2;
@@ -412,6 +413,83 @@ static void test_conv2d_forward_naive(void **state)
     teardown(&f);
 }
 
+/* A batch cut into several chunks, shared out to two threads: forward,
+ * dW, db and dx against direct sums over the definition. */
+static void test_conv2d_chunks_naive(void **state)
+{
+    (void)state;
+    enum { N = 17, C = 3, H = 24, W = 24, F = 5 };
+    int threads = cnn_blas_threads(0);
+    cnn_blas_threads(2);
+    struct fixture f = {0};
+    build(&f, "    - conv2d: {filters: 5, size: 3, pad: 1}\n",
+          (struct cnn_shape){C, H, W}, N);
+    struct cnn_net *net = &f.net;
+    struct cnn_layer *l = &net->layers[0];
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 4, 5, 6);
+    size_t in = cnn_shape_size(net->in), out = cnn_shape_size(net->out);
+    float *x = cnn_net_input(net);
+    for (size_t i = 0; i < N * in; i++)
+        x[i] = cnn_rng_normal(&rng);
+    const float *y = cnn_net_forward(net, N, true);
+    float *dy = malloc(N * out * sizeof *dy);
+    float *dx = malloc(N * in * sizeof *dx);
+    double *rdw = calloc(F * C * 9, sizeof *rdw);
+    double *rdx = calloc(N * in, sizeof *rdx);
+    assert_non_null(dy);
+    assert_non_null(dx);
+    assert_non_null(rdw);
+    assert_non_null(rdx);
+    for (size_t i = 0; i < N * out; i++)
+        dy[i] = cnn_rng_normal(&rng);
+    cnn_net_zero_grad(net);
+    l->kind->backward(l, x, y, dy, dx, N);
+
+    const float *Wt = l->params[0].data, *b = l->params[1].data;
+    const float *dW = l->params[0].grad, *db = l->params[1].grad;
+    double worst_y = 0, worst_db = 0;
+    for (int o = 0; o < F; o++) {
+        double sum_dy = 0;
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < H; oy++)
+                for (int ox = 0; ox < W; ox++) {
+                    size_t at = (((size_t)n * F + o) * H + oy) * W + ox;
+                    double acc = b[o];
+                    for (int c = 0; c < C; c++)
+                        for (int k = 0; k < 9; k++) {
+                            int yy = oy - 1 + k / 3, xx = ox - 1 + k % 3;
+                            if (yy < 0 || yy >= H || xx < 0 || xx >= W)
+                                continue;
+                            size_t xi = n * in + ((size_t)c * H + yy) * W + xx;
+                            size_t wi = (o * C + c) * 9 + k;
+                            acc += (double)Wt[wi] * x[xi];
+                            rdw[wi] += (double)dy[at] * x[xi];
+                            rdx[xi] += (double)dy[at] * Wt[wi];
+                        }
+                    worst_y = fmax(worst_y, fabs(y[at] - acc));
+                    sum_dy += dy[at];
+                }
+        worst_db = fmax(worst_db, fabs(db[o] - sum_dy));
+    }
+    double worst_dw = 0, worst_dx = 0;
+    for (int i = 0; i < F * C * 9; i++)
+        worst_dw = fmax(worst_dw, fabs(dW[i] - rdw[i]));
+    for (size_t i = 0; i < N * in; i++)
+        worst_dx = fmax(worst_dx, fabs(dx[i] - rdx[i]));
+    assert_true(worst_y < 1e-4);
+    assert_true(worst_db < 1e-2);       /* sums of ~10^4 normal values */
+    assert_true(worst_dw < 1e-2);
+    assert_true(worst_dx < 1e-4);
+
+    free(dy);
+    free(dx);
+    free(rdw);
+    free(rdx);
+    teardown(&f);
+    cnn_blas_threads(threads);
+}
+
 static void test_dense_forward_naive(void **state)
 {
     struct fixture f = {0};
@@ -500,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_residual_names_and_relu),
         cmocka_unit_test(test_batchnorm_modes),
         cmocka_unit_test(test_conv2d_forward_naive),
+        cmocka_unit_test(test_conv2d_chunks_naive),
         cmocka_unit_test(test_dense_forward_naive),
         cmocka_unit_test(test_pool_forward_values),
         cmocka_unit_test(test_dropout_modes),

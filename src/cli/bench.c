@@ -34,6 +34,7 @@ struct bench {
     struct cnn_optim optim;
     int *labels;
     double *fwd, *bwd;          /* [layers] seconds, with --layers */
+    int threads;                /* OpenBLAS threads, set before the net */
 };
 
 static int parse(int argc, char **argv, struct bench_opts *o)
@@ -101,6 +102,10 @@ static enum cnn_status setup(struct bench *b, const struct bench_opts *o,
     enum cnn_status st = cli_load_config(&co, &b->cfg, err);
     if (st == CNN_OK)
         st = cnn_config_input_shape(&b->cfg, &in, err);
+    /* Before the net: layers size their per-thread scratch by it. */
+    if (st == CNN_OK)
+        b->threads = cnn_blas_threads((int)(o->threads ? o->threads
+                                            : b->cfg.training.threads));
     int batch = (int)(o->batch ? o->batch : b->cfg.training.batch_size);
     if (st == CNN_OK)
         st = cnn_net_build(&b->net, b->cfg.model_layers, in, batch, err);
@@ -217,8 +222,7 @@ int cli_bench(int argc, char **argv)
     struct cnn_error err = {0};
     enum cnn_status st = setup(&b, &o, &err);
     if (st == CNN_OK) {
-        int threads = cnn_blas_threads((int)(o.threads ? o.threads
-                                             : b.cfg.training.threads));
+        int threads = b.threads;
         for (long long i = 0; i < o.warmup; i++)
             step(&b, false);
         double *ips = calloc((size_t)o.repeats, sizeof *ips);

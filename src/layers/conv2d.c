@@ -5,10 +5,16 @@
  *
  *   - conv2d: {filters: 32, size: 5, stride: 1, pad: 2}    # pad: same
  *
- * The batch is cut into chunks of examples whose im2col columns sit side
- * by side, so each chunk is one GEMM of width chunk * oh * ow: wide
- * enough for BLAS to use every core, small enough (CHUNK_FLOATS) to stay
- * out of the way of memory.
+ * The batch is cut into chunks of a few examples whose im2col columns
+ * sit side by side, so each chunk is one GEMM of width chunk * oh * ow,
+ * its columns small enough (CHUNK_FLOATS) to stay in a core's cache
+ * from im2col to GEMM. The chunks are shared out to the threads, each
+ * with scratch and a partial weight gradient of its own, and each GEMM
+ * runs on one thread: for the narrow matrices of small convolutions
+ * this beats one GEMM over the whole batch on every core, whose columns
+ * go out to memory and back. The weight gradient is the sum of the
+ * threads' partial sums, so it depends on the thread count, in the last
+ * bits.
  *
  * Missing: grouped and dilated convolution; Winograd for 3x3 stride 1.
  */
@@ -19,8 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Scratch floats per chunk: column matrix plus GEMM-layout output. */
-static const size_t CHUNK_FLOATS = 1u << 23;
+/* Scratch floats per chunk and thread: column matrix plus GEMM-layout
+ * output, about half of a core's L2 cache. */
+static const size_t CHUNK_FLOATS = 1u << 17;
 
 /* One example's columns beyond 4 GiB are a typo, not a layer. */
 static const size_t MAX_WORKSPACE_FLOATS = 1u << 30;
@@ -28,8 +35,11 @@ static const size_t MAX_WORKSPACE_FLOATS = 1u << 30;
 struct conv_state {
     struct cnn_conv_geom g;
     int chunk;          /* examples per GEMM */
-    float *col;         /* [c*kh*kw, chunk*oh*ow] */
-    float *tmp;         /* [filters, chunk*oh*ow]: y or dy in GEMM layout */
+    int slots;          /* threads with scratch of their own */
+    size_t col_size, tmp_size, grad_size;       /* floats per slot */
+    float *col;         /* [slots][c*kh*kw, chunk*oh*ow] */
+    float *tmp;         /* [slots][filters, chunk*oh*ow]: y or dy */
+    float *grad;        /* [slots][filters*c*kh*kw + filters]: dW, db */
 };
 
 static enum cnn_status read_pad(struct cnn_node *args, int k, long long *pad,
@@ -93,10 +103,22 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
         s->chunk = 1;
     if (s->chunk > l->batch)
         s->chunk = l->batch;
-    s->col = cnn_layer_alloc(l, kk * ohw * s->chunk * sizeof(float), err);
-    s->tmp = s->col ? cnn_layer_alloc(l, (size_t)F * ohw * s->chunk *
+    /* As many slots as threads when the net is built, and no more than
+     * the batch has chunks. */
+    int chunks = (l->batch + s->chunk - 1) / s->chunk;
+    int threads = cnn_blas_threads(0);
+    s->slots = threads < chunks ? threads : chunks;
+    if (s->slots < 1)
+        s->slots = 1;
+    s->col_size = kk * ohw * s->chunk;
+    s->tmp_size = (size_t)F * ohw * s->chunk;
+    s->grad_size = (size_t)F * kk + F;
+    s->col = cnn_layer_alloc(l, s->col_size * s->slots * sizeof(float), err);
+    s->tmp = s->col ? cnn_layer_alloc(l, s->tmp_size * s->slots *
                                       sizeof(float), err) : NULL;
-    if (!s->tmp)
+    s->grad = s->tmp ? cnn_layer_alloc(l, s->grad_size * s->slots *
+                                       sizeof(float), err) : NULL;
+    if (!s->grad)
         return cnn_layer_alloc_status(err);
 
     l->out = (struct cnn_shape){F, g.oh, g.ow};
@@ -110,129 +132,159 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
-/* One chunk's work, shared with the threads that take parts of it:
- * examples [first, first + nb) of the batch. */
-struct chunk {
-    struct conv_state *s;
-    const float *x, *dy, *b;
-    float *y, *dx, *db;
-    int first, nb, F, ohw;
+/* What the threads share: the layer's tensors for a batch of n. */
+struct job {
+    const struct conv_state *s;
+    const float *x, *W, *b, *dy;       /* x[n, in], W[F, kk], dy[n, F, ohw] */
+    float *y, *dx;                      /* y[n, F, ohw], dx[n, in] */
+    int n, F, kk, ohw;
     size_t in_size;
 };
 
-static void unfold_part(void *ctx, int lo, int hi)
+/* Examples [first, first + nb) of chunk ci. */
+static int chunk_span(const struct job *j, int ci, int *first)
 {
-    const struct chunk *c = ctx;
-    for (int i = lo; i < hi; i++)
-        cnn_im2col(&c->s->g, c->x + (size_t)(c->first + i) * c->in_size,
-                   c->s->col + i * c->ohw, c->nb * c->ohw);
+    *first = ci * j->s->chunk;
+    int left = j->n - *first;
+    return left < j->s->chunk ? left : j->s->chunk;
 }
 
-/* Columns of the chunk's examples side by side in s->col. */
-static void unfold(struct chunk *c)
+/* The chunk's columns side by side in col[kk, nb * ohw]. */
+static void unfold(const struct job *j, int first, int nb, float *col)
 {
-    cnn_parallel_for(c->nb, unfold_part, c);
+    for (int i = 0; i < nb; i++)
+        cnn_im2col(&j->s->g, j->x + (size_t)(first + i) * j->in_size,
+                   col + i * j->ohw, nb * j->ohw);
 }
 
-/* tmp[F, nb, ohw] -> y[nb, F, ohw], adding the bias; by example. */
-static void scatter_part(void *ctx, int lo, int hi)
+static void forward_part(void *ctx, int part, int lo, int hi)
 {
-    const struct chunk *c = ctx;
-    int cols = c->nb * c->ohw;
-    for (int i = lo; i < hi; i++) {
-        float *yi = c->y + (size_t)(c->first + i) * c->F * c->ohw;
-        for (int f = 0; f < c->F; f++) {
-            const float *src = c->s->tmp + (size_t)f * cols + i * c->ohw;
-            float *dst = yi + (size_t)f * c->ohw;
-            float bf = c->b ? c->b[f] : 0.0f;
-            for (int p = 0; p < c->ohw; p++)
-                dst[p] = src[p] + bf;
-        }
-    }
-}
+    const struct job *j = ctx;
+    float *col = j->s->col + part * j->s->col_size;
+    float *tmp = j->s->tmp + part * j->s->tmp_size;
+    for (int ci = lo; ci < hi; ci++) {
+        int first, nb = chunk_span(j, ci, &first), cols = nb * j->ohw;
+        unfold(j, first, nb, col);
+        cnn_gemm(false, false, j->F, cols, j->kk, 1.0f, j->W, j->kk, col,
+                 cols, 0.0f, tmp, cols);
 
-/* dy[nb, F, ohw] -> tmp[F, nb, ohw], summing the bias gradient; by
- * filter, each filter's sum in example order as one thread would. */
-static void gather_part(void *ctx, int lo, int hi)
-{
-    const struct chunk *c = ctx;
-    int cols = c->nb * c->ohw;
-    for (int f = lo; f < hi; f++)
-        for (int i = 0; i < c->nb; i++) {
-            const float *src = c->dy + ((size_t)(c->first + i) * c->F + f) *
-                                           c->ohw;
-            float *dst = c->s->tmp + (size_t)f * cols + i * c->ohw;
-            float acc = 0.0f;
-            for (int p = 0; p < c->ohw; p++) {
-                dst[p] = src[p];
-                acc += src[p];
+        /* tmp[F, nb, ohw] -> y[nb, F, ohw], adding the bias. */
+        for (int i = 0; i < nb; i++) {
+            float *yi = j->y + (size_t)(first + i) * j->F * j->ohw;
+            for (int f = 0; f < j->F; f++) {
+                const float *src = tmp + (size_t)f * cols + i * j->ohw;
+                float *dst = yi + (size_t)f * j->ohw;
+                float bf = j->b ? j->b[f] : 0.0f;
+                for (int p = 0; p < j->ohw; p++)
+                    dst[p] = src[p] + bf;
             }
-            if (c->db)
-                c->db[f] += acc;
         }
+    }
 }
 
-/* d(col) -> dx, example by example. */
-static void fold_part(void *ctx, int lo, int hi)
+/* Chunks [lo, hi): this part's dW and db into its own grad slot, dx
+ * straight into place. */
+static void backward_part(void *ctx, int part, int lo, int hi)
 {
-    const struct chunk *c = ctx;
-    for (int i = lo; i < hi; i++) {
-        float *dxi = c->dx + (size_t)(c->first + i) * c->in_size;
-        memset(dxi, 0, c->in_size * sizeof *dxi);
-        cnn_col2im(&c->s->g, c->s->col + i * c->ohw, c->nb * c->ohw, dxi);
+    const struct job *j = ctx;
+    float *col = j->s->col + part * j->s->col_size;
+    float *tmp = j->s->tmp + part * j->s->tmp_size;
+    float *dW = j->s->grad + part * j->s->grad_size;    /* [F, kk] */
+    float *db = dW + (size_t)j->F * j->kk;              /* [F] */
+    memset(dW, 0, j->s->grad_size * sizeof *dW);
+
+    for (int ci = lo; ci < hi; ci++) {
+        int first, nb = chunk_span(j, ci, &first), cols = nb * j->ohw;
+
+        /* dy[nb, F, ohw] -> tmp[F, nb, ohw], summing the bias gradient. */
+        for (int i = 0; i < nb; i++) {
+            const float *dyi = j->dy + (size_t)(first + i) * j->F * j->ohw;
+            for (int f = 0; f < j->F; f++) {
+                const float *src = dyi + (size_t)f * j->ohw;
+                float *dst = tmp + (size_t)f * cols + i * j->ohw;
+                float acc = 0.0f;
+                for (int p = 0; p < j->ohw; p++) {
+                    dst[p] = src[p];
+                    acc += src[p];
+                }
+                db[f] += acc;
+            }
+        }
+
+        unfold(j, first, nb, col);
+        cnn_gemm(false, true, j->F, j->kk, cols, 1.0f, tmp, cols, col, cols,
+                 1.0f, dW, j->kk);
+        if (!j->dx)
+            continue;
+
+        /* The columns are spent: reuse them for d(col) = W^T d(y). */
+        cnn_gemm(true, false, j->kk, cols, j->F, 1.0f, j->W, j->kk, tmp, cols,
+                 0.0f, col, cols);
+        for (int i = 0; i < nb; i++) {
+            float *dxi = j->dx + (size_t)(first + i) * j->in_size;
+            memset(dxi, 0, j->in_size * sizeof *dxi);
+            cnn_col2im(&j->s->g, col + i * j->ohw, cols, dxi);
+        }
     }
+}
+
+/* Runs fn over the batch's chunks: on one thread, with BLAS threads as
+ * they are, when there is one chunk or one slot; else one part per
+ * slot, each part's GEMMs on its own thread. */
+static int run_chunks(const struct job *j, cnn_part_fn *fn)
+{
+    int chunks = (j->n + j->s->chunk - 1) / j->s->chunk;
+    int threads = cnn_blas_threads(0);
+    int parts = j->s->slots < threads ? j->s->slots : threads;
+    if (parts > chunks)
+        parts = chunks;
+    if (parts <= 1) {
+        fn((void *)j, 0, 0, chunks);
+        return 1;
+    }
+    cnn_blas_threads(1);
+    cnn_parallel_parts(chunks, parts, fn, (void *)j);
+    cnn_blas_threads(threads);
+    return parts;
 }
 
 static void conv_forward(struct cnn_layer *l, const float *x, float *y, int n,
                          const struct cnn_fwd_ctx *ctx)
 {
+    (void)ctx;
     struct conv_state *s = l->state;
-    int F = l->out.c, ohw = s->g.oh * s->g.ow;
-    int kk = s->g.c * s->g.kh * s->g.kw;
-    const float *W = l->params[0].data;                 /* [F, kk] */
-    const float *b = l->n_params > 1 ? l->params[1].data : NULL;
-
-    for (int first = 0; first < n; first += s->chunk) {
-        int nb = n - first < s->chunk ? n - first : s->chunk;
-        int cols = nb * ohw;
-        struct chunk c = {.s = s, .x = x, .b = b, .y = y, .first = first,
-                          .nb = nb, .F = F, .ohw = ohw,
-                          .in_size = cnn_shape_size(l->in)};
-        unfold(&c);
-        cnn_gemm(false, false, F, cols, kk, 1.0f, W, kk, s->col, cols, 0.0f,
-                 s->tmp, cols);
-        cnn_parallel_for(nb, scatter_part, &c);
-    }
+    struct job j = {.s = s, .x = x, .y = y, .n = n, .F = l->out.c,
+                    .kk = s->g.c * s->g.kh * s->g.kw,
+                    .ohw = s->g.oh * s->g.ow,
+                    .in_size = cnn_shape_size(l->in),
+                    .W = l->params[0].data,
+                    .b = l->n_params > 1 ? l->params[1].data : NULL};
+    run_chunks(&j, forward_part);
 }
 
 static void conv_backward(struct cnn_layer *l, const float *x, const float *y,
                           const float *dy, float *dx, int n)
 {
+    (void)y;
     struct conv_state *s = l->state;
-    int F = l->out.c, ohw = s->g.oh * s->g.ow;
-    int kk = s->g.c * s->g.kh * s->g.kw;
-    size_t in_size = cnn_shape_size(l->in);
-    const float *W = l->params[0].data;
-    float *dW = l->params[0].grad;                      /* [F, kk] */
+    struct job j = {.s = s, .x = x, .dy = dy, .dx = dx, .n = n,
+                    .F = l->out.c, .kk = s->g.c * s->g.kh * s->g.kw,
+                    .ohw = s->g.oh * s->g.ow,
+                    .in_size = cnn_shape_size(l->in),
+                    .W = l->params[0].data};
+    int parts = run_chunks(&j, backward_part);
+
+    /* The parts' sums, in part order. */
+    float *dW = l->params[0].grad;
     float *db = l->n_params > 1 ? l->params[1].grad : NULL;
-
-    for (int first = 0; first < n; first += s->chunk) {
-        int nb = n - first < s->chunk ? n - first : s->chunk;
-        int cols = nb * ohw;
-        struct chunk c = {.s = s, .x = x, .dy = dy, .dx = dx, .db = db,
-                          .first = first, .nb = nb, .F = F, .ohw = ohw,
-                          .in_size = in_size};
-        cnn_parallel_for(F, gather_part, &c);
-        unfold(&c);
-        cnn_gemm(false, true, F, kk, cols, 1.0f, s->tmp, cols, s->col, cols,
-                 1.0f, dW, kk);
-        if (!dx)
-            continue;
-
-        /* The columns are spent: reuse them for d(col) = W^T d(y). */
-        cnn_gemm(true, false, kk, cols, F, 1.0f, W, kk, s->tmp, cols, 0.0f,
-                 s->col, cols);
-        cnn_parallel_for(nb, fold_part, &c);
+    size_t nw = (size_t)j.F * j.kk;
+    for (int p = 0; p < parts; p++) {
+        const float *g = s->grad + p * s->grad_size;
+        for (size_t i = 0; i < nw; i++)
+            dW[i] += g[i];
+        if (db)
+            for (int f = 0; f < j.F; f++)
+                db[f] += g[nw + f];
     }
 }
 
@@ -242,6 +294,7 @@ static void conv_destroy(struct cnn_layer *l)
     if (s) {
         free(s->col);
         free(s->tmp);
+        free(s->grad);
     }
     free(s);
 }

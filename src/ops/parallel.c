@@ -21,18 +21,17 @@ static struct {
     int pending;                /* workers still on the current loop */
     int parts;                  /* the current loop's split */
     int n;
-    void (*fn)(void *ctx, int lo, int hi);
+    cnn_part_fn *fn;
     void *ctx;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
           PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL};
 
-static void run_part(int part, int parts, int n,
-                     void (*fn)(void *, int, int), void *ctx)
+static void run_part(int part, int parts, int n, cnn_part_fn *fn, void *ctx)
 {
     int lo = (int)((long long)n * part / parts);
     int hi = (int)((long long)n * (part + 1) / parts);
     if (lo < hi)
-        fn(ctx, lo, hi);
+        fn(ctx, part, lo, hi);
 }
 
 static void *worker(void *arg)
@@ -47,7 +46,7 @@ static void *worker(void *arg)
         if (part >= pool.parts)
             continue;               /* this loop is split fewer ways */
         int parts = pool.parts, n = pool.n;
-        void (*fn)(void *, int, int) = pool.fn;
+        cnn_part_fn *fn = pool.fn;
         void *ctx = pool.ctx;
         pthread_mutex_unlock(&pool.lock);
         run_part(part, parts, n, fn, ctx);
@@ -79,14 +78,13 @@ static int ensure_workers(int want)
     return pool.workers + 1 < want ? pool.workers + 1 : want;
 }
 
-void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
-                      void *ctx)
+void cnn_parallel_parts(int n, int parts, cnn_part_fn *fn, void *ctx)
 {
-    int threads = cnn_blas_threads(0);
-    int parts = threads < n ? threads : n;
+    if (parts > n)
+        parts = n;
     if (parts <= 1) {
         if (n > 0)
-            fn(ctx, 0, n);
+            fn(ctx, 0, 0, n);
         return;
     }
     pthread_mutex_lock(&pool.lock);
@@ -106,4 +104,24 @@ void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
     while (pool.pending > 0)
         pthread_cond_wait(&pool.done, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
+}
+
+/* cnn_parallel_for's loops take no part index. */
+struct range_call {
+    void (*fn)(void *ctx, int lo, int hi);
+    void *ctx;
+};
+
+static void range_part(void *ctx, int part, int lo, int hi)
+{
+    const struct range_call *r = ctx;
+    (void)part;
+    r->fn(r->ctx, lo, hi);
+}
+
+void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
+                      void *ctx)
+{
+    struct range_call r = {fn, ctx};
+    cnn_parallel_parts(n, cnn_blas_threads(0), range_part, &r);
 }
