@@ -4,6 +4,7 @@
  * col2im y>), which is what backpropagation through them relies on.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -100,6 +101,58 @@ static void test_im2col_layout(void **state)
         assert_float_equal(col[i], want[i], 0);
 }
 
+/* Every entry of col against the definition, with a row stride wider
+ * than the columns (examples side by side) whose gap must stay as it
+ * was. Same-size stride-1 windows take im2col's shifted-copy path. */
+static void check_im2col_entries(struct cnn_conv_geom g)
+{
+    g.oh = cnn_conv_out_size(g.h, g.kh, g.stride, g.pad);
+    g.ow = cnn_conv_out_size(g.w, g.kw, g.stride, g.pad);
+    assert_true(g.oh > 0 && g.ow > 0);
+    int ohw = g.oh * g.ow, ld = ohw + 3, rows = g.c * g.kh * g.kw;
+    size_t nim = (size_t)g.c * g.h * g.w;
+    float *im = malloc(nim * sizeof *im);
+    float *col = malloc((size_t)rows * ld * sizeof *col);
+    assert_non_null(im);
+    assert_non_null(col);
+    for (size_t i = 0; i < nim; i++)
+        im[i] = (float)(i + 1);
+    for (size_t i = 0; i < (size_t)rows * ld; i++)
+        col[i] = -1.0f;
+    cnn_im2col(&g, im, col, ld);
+    for (int r = 0; r < rows; r++) {
+        int c = r / (g.kh * g.kw), ky = r / g.kw % g.kh, kx = r % g.kw;
+        for (int p = 0; p < ld; p++) {
+            float want = -1.0f;
+            if (p < ohw) {
+                int y = p / g.ow * g.stride - g.pad + ky;
+                int x = p % g.ow * g.stride - g.pad + kx;
+                bool in = y >= 0 && y < g.h && x >= 0 && x < g.w;
+                want = in ? im[((size_t)c * g.h + y) * g.w + x] : 0.0f;
+            }
+            assert_float_equal(col[(size_t)r * ld + p], want, 0);
+        }
+    }
+    free(im);
+    free(col);
+}
+
+static void test_im2col_entries(void **state)
+{
+    (void)state;
+    static const int geoms[][6] = {         /* c, h, w, k, stride, pad */
+        {2, 5, 4, 3, 1, 1}, {1, 6, 6, 5, 1, 2}, {3, 3, 7, 1, 1, 0},
+        {1, 1, 1, 3, 1, 1}, {2, 2, 3, 5, 1, 2}, {1, 5, 6, 3, 2, 1},
+        {2, 6, 5, 2, 1, 0}, {1, 4, 4, 3, 1, 2},
+    };
+    for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) {
+        const int *q = geoms[i];
+        check_im2col_entries((struct cnn_conv_geom){
+            .c = q[0], .h = q[1], .w = q[2], .kh = q[3], .kw = q[3],
+            .stride = q[4], .pad = q[5]});
+    }
+}
+
 static float from_bits(uint32_t u)
 {
     float f;
@@ -172,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_gemm_matches_naive),
         cmocka_unit_test(test_im2col_adjoint),
         cmocka_unit_test(test_im2col_layout),
+        cmocka_unit_test(test_im2col_entries),
         cmocka_unit_test(test_out_size),
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_bf16_round_trip),

@@ -7,6 +7,7 @@
  */
 #include "cnn/ops.h"
 
+#include <stddef.h>
 #include <string.h>
 
 int cnn_conv_out_size(int in, int k, int stride, int pad)
@@ -32,9 +33,52 @@ static void valid_range(const struct cnn_conv_geom *g, int kx, int *lo,
         *lo = *hi;
 }
 
+/* Stride 1 with the output the size of the input ("same" padding): a
+ * row of col is the plane shifted by (ky - pad) rows and (kx - pad)
+ * columns, so it is one copy of the span between its first and last
+ * valid entries, then zeros where the window leaves the image. */
+static void im2col_same(const struct cnn_conv_geom *g, const float *im,
+                        float *col, int ld)
+{
+    int w = g->w, h = g->h;
+    for (int c = 0; c < g->c; c++) {
+        const float *plane = im + (size_t)c * h * w;
+        for (int ky = 0; ky < g->kh; ky++) {
+            int dy = ky - g->pad;
+            int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? h - dy : h;
+            for (int kx = 0; kx < g->kw; kx++) {
+                float *row = col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ld;
+                int dx = kx - g->pad, lo, hi;
+                valid_range(g, kx, &lo, &hi);
+                if (oy0 >= oy1 || lo >= hi) {
+                    memset(row, 0, (size_t)h * w * sizeof *row);
+                    continue;
+                }
+                memset(row, 0, (size_t)(oy0 * w + lo) * sizeof *row);
+                size_t first = (size_t)oy0 * w + lo;
+                size_t end = (size_t)(oy1 - 1) * w + hi;
+                memcpy(row + first, plane + first + (ptrdiff_t)dy * w + dx,
+                       (end - first) * sizeof *row);
+                memset(row + end, 0, ((size_t)h * w - end) * sizeof *row);
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *r = row + (size_t)oy * w;
+                    for (int ox = 0; ox < lo; ox++)
+                        r[ox] = 0.0f;
+                    for (int ox = hi; ox < w; ox++)
+                        r[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
 void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
                 int ld)
 {
+    if (g->stride == 1 && g->oh == g->h && g->ow == g->w) {
+        im2col_same(g, im, col, ld);
+        return;
+    }
     for (int c = 0; c < g->c; c++) {
         const float *plane = im + (size_t)c * g->h * g->w;
         for (int ky = 0; ky < g->kh; ky++) {
