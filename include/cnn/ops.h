@@ -38,9 +38,10 @@ int cnn_conv_out_size(int in, int k, int stride, int pad);
 void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
                 int ld);
 
-/* The adjoint: adds col[c*kh*kw, oh*ow] (row stride ld) into im[c, h, w]. */
-void cnn_col2im(const struct cnn_conv_geom *g, const float *col, int ld,
-                float *im);
+/* The adjoint: adds col[c*kh*kw, oh*ow] (row stride ld) into im[c, h, w].
+ * col is scratch to it: entries whose window lies in the padding may be
+ * overwritten with zeros. */
+void cnn_col2im(const struct cnn_conv_geom *g, float *col, int ld, float *im);
 
 /* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
  * leaves OpenBLAS's default. Returns the count in use. */

@@ -4,6 +4,9 @@
  * pixels in row-major order. For each row of output pixels the columns
  * whose window falls inside the image are worked out once, so the inner
  * loops are plain copies (memcpy for stride 1) and adds without branches.
+ * Stride-1 windows whose output has the input's size ("same" padding, all
+ * of a ResNet's 3x3 convolutions) go further: a row of col is then the
+ * whole plane shifted, one copy or one add over its span.
  */
 #include "cnn/ops.h"
 
@@ -109,9 +112,48 @@ void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
     }
 }
 
-void cnn_col2im(const struct cnn_conv_geom *g, const float *col, int ld,
-                float *im)
+/* The adjoint of im2col_same: zero the entries of each row of col whose
+ * window lies in the padding, then add the row's span to the plane
+ * shifted, in one pass instead of one per output row. */
+static void col2im_same(const struct cnn_conv_geom *g, float *col, int ld,
+                        float *im)
 {
+    int w = g->w, h = g->h;
+    for (int c = 0; c < g->c; c++) {
+        float *plane = im + (size_t)c * h * w;
+        for (int ky = 0; ky < g->kh; ky++) {
+            int dy = ky - g->pad;
+            int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? h - dy : h;
+            for (int kx = 0; kx < g->kw; kx++) {
+                float *row = col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ld;
+                int dx = kx - g->pad, lo, hi;
+                valid_range(g, kx, &lo, &hi);
+                if (oy0 >= oy1 || lo >= hi)
+                    continue;
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *r = row + (size_t)oy * w;
+                    for (int ox = 0; ox < lo; ox++)
+                        r[ox] = 0.0f;
+                    for (int ox = hi; ox < w; ox++)
+                        r[ox] = 0.0f;
+                }
+                size_t first = (size_t)oy0 * w + lo;
+                size_t end = (size_t)(oy1 - 1) * w + hi;
+                const float *src = row + first;
+                float *dst = plane + first + (ptrdiff_t)dy * w + dx;
+                for (size_t i = 0; i < end - first; i++)
+                    dst[i] += src[i];
+            }
+        }
+    }
+}
+
+void cnn_col2im(const struct cnn_conv_geom *g, float *col, int ld, float *im)
+{
+    if (g->stride == 1 && g->oh == g->h && g->ow == g->w) {
+        col2im_same(g, col, ld, im);
+        return;
+    }
     for (int c = 0; c < g->c; c++) {
         float *plane = im + (size_t)c * g->h * g->w;
         for (int ky = 0; ky < g->kh; ky++) {
