@@ -53,13 +53,35 @@ static void sgd_update(struct cnn_optim *o, float *p, const float *grad,
     float mu = s->momentum, damp = s->one_minus_dampening;
     bool first = o->steps == 0;
 
-    for (size_t i = 0; i < n; i++) {
-        float g = grad[i] + wd * p[i];
-        if (buf) {
-            buf[i] = first ? g : mu * buf[i] + damp * g;
-            g = s->nesterov ? g + mu * buf[i] : buf[i];
+    /* One loop per case, without branches inside, so each vectorizes. */
+    if (!buf) {
+        for (size_t i = 0; i < n; i++)
+            p[i] -= lr * (grad[i] + wd * p[i]);
+    } else if (first && s->nesterov) {
+        for (size_t i = 0; i < n; i++) {
+            float g = grad[i] + wd * p[i];
+            buf[i] = g;
+            p[i] -= lr * (g + mu * g);
         }
-        p[i] -= lr * g;
+    } else if (first) {
+        for (size_t i = 0; i < n; i++) {
+            float g = grad[i] + wd * p[i];
+            buf[i] = g;
+            p[i] -= lr * g;
+        }
+    } else if (s->nesterov) {
+        for (size_t i = 0; i < n; i++) {
+            float g = grad[i] + wd * p[i];
+            float b = mu * buf[i] + damp * g;
+            buf[i] = b;
+            p[i] -= lr * (g + mu * b);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float b = mu * buf[i] + damp * (grad[i] + wd * p[i]);
+            buf[i] = b;
+            p[i] -= lr * b;
+        }
     }
 }
 
