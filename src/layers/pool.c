@@ -77,17 +77,23 @@ static struct window window_at(const struct cnn_conv_geom *g, int oy, int ox)
     };
 }
 
-static void maxpool_forward(struct cnn_layer *l, const float *x, float *y,
-                            int n, const struct cnn_fwd_ctx *ctx)
-{
-    struct pool_state *s = l->state;
-    const struct cnn_conv_geom *g = &s->g;
-    int planes = n * g->c, in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+/* Planes [lo, hi) of a max-pooling pass; planes go to cnn_parallel_for. */
+struct planes {
+    const struct pool_state *s;
+    const float *x, *dy;
+    float *y, *dx;
+};
 
-    for (int p = 0; p < planes; p++) {
-        const float *xp = x + (size_t)p * in_hw;
-        float *yp = y + (size_t)p * out_hw;
-        int *ap = s->argmax + (size_t)p * out_hw;
+static void maxpool_forward_part(void *ctx, int lo, int hi)
+{
+    const struct planes *j = ctx;
+    const struct cnn_conv_geom *g = &j->s->g;
+    int in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+
+    for (int p = lo; p < hi; p++) {
+        const float *xp = j->x + (size_t)p * in_hw;
+        float *yp = j->y + (size_t)p * out_hw;
+        int *ap = j->s->argmax + (size_t)p * out_hw;
         for (int o = 0; o < out_hw; o++) {
             struct window q = window_at(g, o / g->ow, o % g->ow);
             float best = -FLT_MAX;
@@ -104,23 +110,42 @@ static void maxpool_forward(struct cnn_layer *l, const float *x, float *y,
     }
 }
 
-static void maxpool_backward(struct cnn_layer *l, const float *x,
-                             const float *y, const float *dy, float *dx, int n)
+static void maxpool_forward(struct cnn_layer *l, const float *x, float *y,
+                            int n, const struct cnn_fwd_ctx *ctx)
 {
+    (void)ctx;
     struct pool_state *s = l->state;
-    const struct cnn_conv_geom *g = &s->g;
-    int planes = n * g->c, in_hw = g->h * g->w, out_hw = g->oh * g->ow;
-    if (!dx)
-        return;
+    struct planes j = {.s = s, .x = x, .y = y};
+    cnn_parallel_for(n * s->g.c, maxpool_forward_part, &j);
+}
 
-    memset(dx, 0, (size_t)planes * in_hw * sizeof *dx);
-    for (int p = 0; p < planes; p++) {
-        const int *ap = s->argmax + (size_t)p * out_hw;
-        const float *dyp = dy + (size_t)p * out_hw;
-        float *dxp = dx + (size_t)p * in_hw;
+static void maxpool_backward_part(void *ctx, int lo, int hi)
+{
+    const struct planes *j = ctx;
+    const struct cnn_conv_geom *g = &j->s->g;
+    int in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+
+    memset(j->dx + (size_t)lo * in_hw, 0,
+           (size_t)(hi - lo) * in_hw * sizeof *j->dx);
+    for (int p = lo; p < hi; p++) {
+        const int *ap = j->s->argmax + (size_t)p * out_hw;
+        const float *dyp = j->dy + (size_t)p * out_hw;
+        float *dxp = j->dx + (size_t)p * in_hw;
         for (int o = 0; o < out_hw; o++)
             dxp[ap[o]] += dyp[o];
     }
+}
+
+static void maxpool_backward(struct cnn_layer *l, const float *x,
+                             const float *y, const float *dy, float *dx, int n)
+{
+    (void)x;
+    (void)y;
+    struct pool_state *s = l->state;
+    if (!dx)
+        return;
+    struct planes j = {.s = s, .dy = dy, .dx = dx};
+    cnn_parallel_for(n * s->g.c, maxpool_backward_part, &j);
 }
 
 static void avgpool_forward(struct cnn_layer *l, const float *x, float *y,
