@@ -109,7 +109,7 @@ fi
 # --- SIGTERM and resume --------------------------------------------------------------
 
 ARGS=("$CFG" --threads 1 --quiet --set "$MLP" --set training.checkpoint_every=20
-      --set training.epochs=60)
+      --set training.epochs=300)
 "${MPIRUN[@]}" -np 2 "$BIN" "${ARGS[@]}" --out straight >straight.log 2>&1
 # A scheduler signals the ranks themselves: they stop together at one
 # checkpoint and mpirun passes on their status, 75. Signalled itself,
