@@ -413,17 +413,18 @@ static void test_conv2d_forward_naive(void **state)
     teardown(&f);
 }
 
-/* A batch cut into several chunks, shared out to two threads: forward,
- * dW, db and dx against direct sums over the definition. */
-static void test_conv2d_chunks_naive(void **state)
+/* A batch of n cut into chunks of 7 examples, built with `built`
+ * threads and run with `run`: forward, dW, db and dx against direct sums
+ * over the definition. */
+static void check_conv_chunks(int built, int run, int N)
 {
-    (void)state;
-    enum { N = 17, C = 3, H = 24, W = 24, F = 5 };
+    enum { C = 3, H = 24, W = 24, F = 5 };
     int threads = cnn_blas_threads(0);
-    cnn_blas_threads(2);
+    cnn_blas_threads(built);
     struct fixture f = {0};
     build(&f, "    - conv2d: {filters: 5, size: 3, pad: 1}\n",
-          (struct cnn_shape){C, H, W}, N);
+          (struct cnn_shape){C, H, W}, 17);
+    cnn_blas_threads(run);
     struct cnn_net *net = &f.net;
     struct cnn_layer *l = &net->layers[0];
     struct cnn_rng rng;
@@ -488,6 +489,16 @@ static void test_conv2d_chunks_naive(void **state)
     free(rdx);
     teardown(&f);
     cnn_blas_threads(threads);
+}
+
+static void test_conv2d_chunks_naive(void **state)
+{
+    (void)state;
+    check_conv_chunks(2, 2, 17);        /* 3 chunks on 2 threads */
+    check_conv_chunks(2, 1, 17);        /* fewer threads than slots */
+    check_conv_chunks(1, 4, 17);        /* more threads than slots */
+    check_conv_chunks(3, 3, 17);        /* as many parts as chunks */
+    check_conv_chunks(2, 2, 9);         /* a short last batch */
 }
 
 static void test_dense_forward_naive(void **state)

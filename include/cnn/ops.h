@@ -54,12 +54,18 @@ int cnn_blas_threads(int n);
 void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
                       void *ctx);
 
-/* The same in at most `parts` parts (fewer when n is smaller or threads
- * cannot be made), telling fn which part it runs, from 0, so that each
- * part can use scratch memory of its own. Part boundaries depend only
- * on n and the number of parts. */
+/* The same in at most `parts` parts (fewer when n is smaller, threads
+ * cannot be made, or when called from inside a part), telling fn which
+ * part it runs, from 0, so that each part can use scratch memory of its
+ * own; returns how many parts ran. Part boundaries depend only on n and
+ * the number of parts. */
 typedef void cnn_part_fn(void *ctx, int part, int lo, int hi);
-void cnn_parallel_parts(int n, int parts, cnn_part_fn *fn, void *ctx);
+int cnn_parallel_parts(int n, int parts, cnn_part_fn *fn, void *ctx);
+
+/* True when OpenBLAS runs on threads of its own (its pthreads build):
+ * then cnn_blas_threads(1) makes a GEMM called from any thread run on
+ * that thread alone. Its OpenMP build keeps the count per thread. */
+bool cnn_blas_pthreads(void);
 
 /* bfloat16: the top half of a float32, 8 exponent bits and 7 mantissa
  * bits. Packing rounds to nearest, ties to even; NaN stays NaN, and

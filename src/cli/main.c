@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "cnn/dist.h"
+#include "cnn/ops.h"
 #include "cnn_version.h"
 
 struct command {
@@ -66,11 +67,22 @@ static int run(int argc, char **argv)
 static void quiet_blas_threads(char **argv)
 {
     const char *preload = getenv("LD_PRELOAD");
-    if (getenv("OPENBLAS_THREAD_TIMEOUT") ||
+    if (getenv("OPENBLAS_THREAD_TIMEOUT") || !cnn_blas_pthreads() ||
         (preload && strstr(preload, "vgpreload")))
         return;
-    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) == 0)
-        execv("/proc/self/exe", argv);
+    /* The program's own path, not /proc/self/exe, so that the process
+     * keeps its name for ps, pgrep and pkill; and only when its file
+     * name is argv[0]'s (not ld.so running it). */
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0)
+        return;
+    self[len] = '\0';
+    const char *a = strrchr(argv[0], '/'), *b = strrchr(self, '/');
+    a = a ? a + 1 : argv[0];
+    b = b ? b + 1 : self;
+    if (strcmp(a, b) == 0 && setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) == 0)
+        execv(self, argv);
     /* Still here: go on as we are. */
 }
 

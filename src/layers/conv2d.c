@@ -229,8 +229,9 @@ static void backward_part(void *ctx, int part, int lo, int hi)
 }
 
 /* Runs fn over the batch's chunks: on one thread, with BLAS threads as
- * they are, when there is one chunk or one slot; else one part per
- * slot, each part's GEMMs on its own thread. */
+ * they are, when there is one chunk or one slot (or an OpenBLAS whose
+ * thread count cannot be set for every caller); else one part per
+ * slot, each part's GEMMs on its own thread. Returns the parts run. */
 static int run_chunks(const struct job *j, cnn_part_fn *fn)
 {
     int chunks = (j->n + j->s->chunk - 1) / j->s->chunk;
@@ -238,12 +239,12 @@ static int run_chunks(const struct job *j, cnn_part_fn *fn)
     int parts = j->s->slots < threads ? j->s->slots : threads;
     if (parts > chunks)
         parts = chunks;
-    if (parts <= 1) {
+    if (parts <= 1 || !cnn_blas_pthreads()) {
         fn((void *)j, 0, 0, chunks);
         return 1;
     }
     cnn_blas_threads(1);
-    cnn_parallel_parts(chunks, parts, fn, (void *)j);
+    parts = cnn_parallel_parts(chunks, parts, fn, (void *)j);
     cnn_blas_threads(threads);
     return parts;
 }

@@ -39,3 +39,8 @@ int cnn_blas_threads(int n)
         openblas_set_num_threads(n);
     return openblas_get_num_threads();
 }
+
+bool cnn_blas_pthreads(void)
+{
+    return openblas_get_parallel() == 1;
+}

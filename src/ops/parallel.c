@@ -1,14 +1,17 @@
 /*
- * A small pool of worker threads for the loops around the matrix
- * products (im2col, col2im, layouts, batchnorm): while our code runs,
- * OpenBLAS's own threads only yield the cores, so the loops can use
- * them. One loop at a time, from the training thread; as many threads
- * as OpenBLAS uses. Workers sleep on a condition variable between
- * loops, so they do not compete with OpenBLAS's spinning.
+ * A small pool of worker threads for our own loops (conv2d's chunks,
+ * batchnorm's channels, max-pooling's planes): while they run,
+ * OpenBLAS's threads sleep, so the loops can use the cores. One loop at
+ * a time, from the training thread; as many threads as OpenBLAS uses.
+ * Workers sleep on a condition variable between loops. The pool is
+ * process-wide, as OpenBLAS's own thread count is: the one piece of
+ * shared state besides the signal flags, started on first use and never
+ * torn down. A loop started from inside a part runs there, serially.
  */
 #include "cnn/ops.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 enum { MAX_WORKERS = 63 };
@@ -26,12 +29,17 @@ static struct {
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
           PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL};
 
+/* Set on a thread while it runs a part. */
+static _Thread_local bool in_part;
+
 static void run_part(int part, int parts, int n, cnn_part_fn *fn, void *ctx)
 {
     int lo = (int)((long long)n * part / parts);
     int hi = (int)((long long)n * (part + 1) / parts);
+    in_part = true;
     if (lo < hi)
         fn(ctx, part, lo, hi);
+    in_part = false;
 }
 
 static void *worker(void *arg)
@@ -78,14 +86,14 @@ static int ensure_workers(int want)
     return pool.workers + 1 < want ? pool.workers + 1 : want;
 }
 
-void cnn_parallel_parts(int n, int parts, cnn_part_fn *fn, void *ctx)
+int cnn_parallel_parts(int n, int parts, cnn_part_fn *fn, void *ctx)
 {
     if (parts > n)
         parts = n;
-    if (parts <= 1) {
+    if (parts <= 1 || in_part) {
         if (n > 0)
             fn(ctx, 0, 0, n);
-        return;
+        return 1;
     }
     pthread_mutex_lock(&pool.lock);
     parts = ensure_workers(parts);
@@ -104,6 +112,7 @@ void cnn_parallel_parts(int n, int parts, cnn_part_fn *fn, void *ctx)
     while (pool.pending > 0)
         pthread_cond_wait(&pool.done, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
+    return parts;
 }
 
 /* cnn_parallel_for's loops take no part index. */
