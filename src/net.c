@@ -337,11 +337,9 @@ static enum cnn_status check_input(const struct cnn_net *net,
     return CNN_OK;
 }
 
-/* bfloat16 storage: each output slot in half the bytes, two float
- * buffers for outputs and two for gradients, which the slots take turns
- * at (layer i reads slot i and writes slot i + 1, never the same), and
- * one for the gradient of the stack's output, which a residual block
- * reads again after its body's backward pass. */
+/* bfloat16 storage: each output slot in half the bytes, and two float
+ * buffers for outputs, which the slots take turns at (layer i reads
+ * slot i and writes slot i + 1, never the same). */
 static enum cnn_status allocate_bf16(struct cnn_net *net,
                                      struct cnn_error *err)
 {
@@ -355,10 +353,8 @@ static enum cnn_status allocate_bf16(struct cnn_net *net,
     }
     net->acts16 = calloc((size_t)net->n_layers + 1, sizeof *net->acts16);
     bool ok = net->acts16 != NULL;
-    for (int k = 0; k < 2 && ok; k++) {
-        ok = (net->work[k] = calloc(most ? most : 1, sizeof(float))) &&
-             (net->dwork[k] = calloc(most_in, sizeof(float)));
-    }
+    for (int k = 0; k < 2 && ok; k++)
+        ok = (net->work[k] = calloc(most ? most : 1, sizeof(float))) != NULL;
     if (ok && !net->borrowed_input)
         ok = (net->acts[0] = calloc(most_in, sizeof(float))) != NULL;
     for (int i = 1; ok && i <= net->n_layers; i++) {
@@ -367,15 +363,47 @@ static enum cnn_status allocate_bf16(struct cnn_net *net,
         ok = (net->acts16[i] = calloc(floats, sizeof(uint16_t))) != NULL;
         net->acts[i] = net->work[i % 2];
     }
+    return ok ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory "
+                                       "for activations");
+}
+
+/* The largest slot of a stack, input included, in floats. */
+static size_t largest_slot(const struct cnn_net *net)
+{
+    size_t most = 0;
+    for (int i = 0; i <= net->n_layers; i++) {
+        struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
+        size_t floats = (size_t)net->batch * cnn_shape_size(s);
+        most = floats > most ? floats : most;
+    }
+    return most;
+}
+
+/* Gradients of the outputs: a layer's backward pass reads the gradient
+ * of its output and writes that of its input, and nothing reads either
+ * later, so two buffers taking turns hold them all (layer i writes
+ * dwork[i % 2], never the one it reads), plus one for the gradient of
+ * the stack's output, which a residual block reads again after its
+ * body's backward pass. */
+static enum cnn_status allocate_gradients(struct cnn_net *net,
+                                          struct cnn_error *err)
+{
+    size_t most = largest_slot(net);
     size_t out = (size_t)net->batch * cnn_shape_size(net->out);
+    bool ok = true;
+    for (int k = 0; k < 2 && ok; k++)
+        ok = (net->dwork[k] = calloc(most ? most : 1, sizeof(float))) != NULL;
     ok = ok && (net->dwork[2] = calloc(out ? out : 1, sizeof(float)));
+    if (!ok)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the "
+                             "gradients of activations (%zu bytes)",
+                             (2 * most + out) * sizeof(float));
     for (int i = 0; i < net->n_layers; i++)
         net->dacts[i] = net->dwork[i % 2];
     if (!net->borrowed_input)   /* nobody needs the input's gradient */
         net->dacts[0] = NULL;
     net->dacts[net->n_layers] = net->dwork[2];
-    return ok ? CNN_OK : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory "
-                                       "for activations");
+    return CNN_OK;
 }
 
 /* Activation and gradient buffers of one stack. A nested stack borrows
@@ -404,27 +432,20 @@ static enum cnn_status allocate_activations(struct cnn_net *net,
     net->dacts = calloc(slots, sizeof *net->dacts);
     if (!net->acts || !net->dacts)
         return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
-    if (net->bf16)
-        return allocate_bf16(net, err);
-
-    for (int i = 0; i <= net->n_layers && !net->scratch; i++) {
+    if (net->scratch)
+        return CNN_OK;
+    enum cnn_status st = net->bf16 ? allocate_bf16(net, err) : CNN_OK;
+    for (int i = 0; !net->bf16 && i <= net->n_layers; i++) {
         struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
         size_t bytes = (size_t)net->batch * cnn_shape_size(s) * sizeof(float);
-        bool need_input = i > 0 || net->borrowed_input;
-        if (i > 0 || !net->borrowed_input)
-            net->acts[i] = calloc(1, bytes);
-        if (need_input)
-            net->dacts[i] = calloc(1, bytes);
-        if ((i > 0 || !net->borrowed_input) && !net->acts[i])
+        if (i == 0 && net->borrowed_input)
+            continue;
+        if (!(net->acts[i] = calloc(1, bytes)))
             return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for "
                                  "activations (%zu bytes at layer %d)",
                                  bytes, i);
-        if (need_input && !net->dacts[i])
-            return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for "
-                                 "gradients (%zu bytes at layer %d)",
-                                 bytes, i);
     }
-    return CNN_OK;
+    return st == CNN_OK ? allocate_gradients(net, err) : st;
 }
 
 /* The parameter block of the whole tree, placed tensor by tensor. */
@@ -746,16 +767,10 @@ static size_t owned_outputs(const struct cnn_net *net)
 /* Gradient bytes in buffers of their own (scratch stacks aside). */
 static size_t owned_gradients(const struct cnn_net *net)
 {
-    size_t total = 0, most = 0;
-    for (int i = 0; i <= net->n_layers && !net->scratch; i++) {
-        struct cnn_shape sh = i == 0 ? net->in : net->layers[i - 1].out;
-        size_t floats = (size_t)net->batch * cnn_shape_size(sh);
-        most = floats > most ? floats : most;
-        if (!net->bf16 && (i > 0 || net->borrowed_input))
-            total += floats * sizeof(float);
-    }
-    if (net->bf16)                          /* the three gradient buffers */
-        total = (2 * most + (size_t)net->batch * cnn_shape_size(net->out)) *
+    size_t total = 0;
+    if (!net->scratch)                      /* allocate_gradients' three */
+        total = (2 * largest_slot(net) +
+                 (size_t)net->batch * cnn_shape_size(net->out)) *
                 sizeof(float);
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_net *subs[4];
@@ -857,18 +872,15 @@ void cnn_net_free(struct cnn_net *net)
         for (int i = 1; net->acts16 && i <= net->n_layers; i++)
             free(net->acts16[i]);
         free(net->acts16);
-        for (int k = 0; k < 3; k++) {
-            free(k < 2 ? net->work[k] : NULL);
-            free(net->dwork[k]);
-        }
+        for (int k = 0; k < 2; k++)
+            free(net->work[k]);
         if (net->acts && !net->borrowed_input)
             free(net->acts[0]);
     } else if (net->acts && !net->scratch)
         for (int i = net->borrowed_input ? 1 : 0; i <= net->n_layers; i++)
             free(net->acts[i]);
-    if (net->dacts && !net->scratch && !net->bf16)
-        for (int i = 0; i <= net->n_layers; i++)
-            free(net->dacts[i]);
+    for (int k = 0; k < 3; k++)         /* NULL in a scratch stack */
+        free(net->dwork[k]);
     free(net->scratch_block);
     free(net->acts);
     free(net->dacts);
