@@ -10,6 +10,7 @@
  */
 #include "cnn/ops.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -36,41 +37,65 @@ static void valid_range(const struct cnn_conv_geom *g, int kx, int *lo,
         *lo = *hi;
 }
 
-/* Stride 1 with the output the size of the input ("same" padding): a
- * row of col is the plane shifted by (ky - pad) rows and (kx - pad)
- * columns, so it is one copy of the span between its first and last
- * valid entries, then zeros where the window leaves the image. */
+/* Stride 1 with the output the size of the input ("same" padding): row
+ * (ky, kx) of col is the plane shifted by (ky - pad) rows and (kx - pad)
+ * columns. Output rows [oy0, oy1) and columns [lo, hi) see the image;
+ * the row's entries [first, end) cover them all and read the plane at
+ * entry + shift (the entries between, whose window wraps past an edge,
+ * are the edge columns). Empty when no output sees the image. */
+struct same_span {
+    int oy0, oy1, lo, hi;
+    size_t first, end;
+    ptrdiff_t shift;
+};
+
+static bool same_span(const struct cnn_conv_geom *g, int ky, int kx,
+                      struct same_span *sp)
+{
+    int dy = ky - g->pad, dx = kx - g->pad;
+    sp->oy0 = dy < 0 ? -dy : 0;
+    sp->oy1 = dy > 0 ? g->h - dy : g->h;
+    valid_range(g, kx, &sp->lo, &sp->hi);
+    if (sp->oy0 >= sp->oy1 || sp->lo >= sp->hi)
+        return false;
+    sp->first = (size_t)sp->oy0 * g->w + sp->lo;
+    sp->end = (size_t)(sp->oy1 - 1) * g->w + sp->hi;
+    sp->shift = (ptrdiff_t)dy * g->w + dx;
+    return true;
+}
+
+/* Zeros the edge columns [0, lo) and [hi, w) of the span's rows. */
+static void zero_edges(const struct cnn_conv_geom *g,
+                       const struct same_span *sp, float *row)
+{
+    for (int oy = sp->oy0; oy < sp->oy1; oy++) {
+        float *r = row + (size_t)oy * g->w;
+        for (int ox = 0; ox < sp->lo; ox++)
+            r[ox] = 0.0f;
+        for (int ox = sp->hi; ox < g->w; ox++)
+            r[ox] = 0.0f;
+    }
+}
+
+/* One copy of each row's span, zeros around it and at its edges. */
 static void im2col_same(const struct cnn_conv_geom *g, const float *im,
                         float *col, int ld)
 {
-    int w = g->w, h = g->h;
+    size_t hw = (size_t)g->h * g->w;
     for (int c = 0; c < g->c; c++) {
-        const float *plane = im + (size_t)c * h * w;
-        for (int ky = 0; ky < g->kh; ky++) {
-            int dy = ky - g->pad;
-            int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? h - dy : h;
-            for (int kx = 0; kx < g->kw; kx++) {
-                float *row = col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ld;
-                int dx = kx - g->pad, lo, hi;
-                valid_range(g, kx, &lo, &hi);
-                if (oy0 >= oy1 || lo >= hi) {
-                    memset(row, 0, (size_t)h * w * sizeof *row);
-                    continue;
-                }
-                memset(row, 0, (size_t)(oy0 * w + lo) * sizeof *row);
-                size_t first = (size_t)oy0 * w + lo;
-                size_t end = (size_t)(oy1 - 1) * w + hi;
-                memcpy(row + first, plane + first + (ptrdiff_t)dy * w + dx,
-                       (end - first) * sizeof *row);
-                memset(row + end, 0, ((size_t)h * w - end) * sizeof *row);
-                for (int oy = oy0; oy < oy1; oy++) {
-                    float *r = row + (size_t)oy * w;
-                    for (int ox = 0; ox < lo; ox++)
-                        r[ox] = 0.0f;
-                    for (int ox = hi; ox < w; ox++)
-                        r[ox] = 0.0f;
-                }
+        const float *plane = im + c * hw;
+        for (int k = 0; k < g->kh * g->kw; k++) {
+            float *row = col + ((size_t)c * g->kh * g->kw + k) * ld;
+            struct same_span sp;
+            if (!same_span(g, k / g->kw, k % g->kw, &sp)) {
+                memset(row, 0, hw * sizeof *row);
+                continue;
             }
+            memset(row, 0, sp.first * sizeof *row);
+            memcpy(row + sp.first, plane + sp.first + sp.shift,
+                   (sp.end - sp.first) * sizeof *row);
+            memset(row + sp.end, 0, (hw - sp.end) * sizeof *row);
+            zero_edges(g, &sp, row);
         }
     }
 }
@@ -112,38 +137,25 @@ void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
     }
 }
 
-/* The adjoint of im2col_same: zero the entries of each row of col whose
- * window lies in the padding, then add the row's span to the plane
- * shifted, in one pass instead of one per output row. */
+/* The adjoint of im2col_same: zero the edge entries of each row of col,
+ * whose window lies in the padding, then add the row's span to the
+ * plane shifted, in one pass instead of one per output row. */
 static void col2im_same(const struct cnn_conv_geom *g, float *col, int ld,
                         float *im)
 {
-    int w = g->w, h = g->h;
+    size_t hw = (size_t)g->h * g->w;
     for (int c = 0; c < g->c; c++) {
-        float *plane = im + (size_t)c * h * w;
-        for (int ky = 0; ky < g->kh; ky++) {
-            int dy = ky - g->pad;
-            int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? h - dy : h;
-            for (int kx = 0; kx < g->kw; kx++) {
-                float *row = col + ((size_t)(c * g->kh + ky) * g->kw + kx) * ld;
-                int dx = kx - g->pad, lo, hi;
-                valid_range(g, kx, &lo, &hi);
-                if (oy0 >= oy1 || lo >= hi)
-                    continue;
-                for (int oy = oy0; oy < oy1; oy++) {
-                    float *r = row + (size_t)oy * w;
-                    for (int ox = 0; ox < lo; ox++)
-                        r[ox] = 0.0f;
-                    for (int ox = hi; ox < w; ox++)
-                        r[ox] = 0.0f;
-                }
-                size_t first = (size_t)oy0 * w + lo;
-                size_t end = (size_t)(oy1 - 1) * w + hi;
-                const float *src = row + first;
-                float *dst = plane + first + (ptrdiff_t)dy * w + dx;
-                for (size_t i = 0; i < end - first; i++)
-                    dst[i] += src[i];
-            }
+        float *plane = im + c * hw;
+        for (int k = 0; k < g->kh * g->kw; k++) {
+            float *row = col + ((size_t)c * g->kh * g->kw + k) * ld;
+            struct same_span sp;
+            if (!same_span(g, k / g->kw, k % g->kw, &sp))
+                continue;
+            zero_edges(g, &sp, row);
+            const float *src = row + sp.first;
+            float *dst = plane + sp.first + sp.shift;
+            for (size_t i = 0; i < sp.end - sp.first; i++)
+                dst[i] += src[i];
         }
     }
 }
