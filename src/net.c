@@ -337,20 +337,26 @@ static enum cnn_status check_input(const struct cnn_net *net,
     return CNN_OK;
 }
 
+/* The largest slot of a stack in floats: the layers' outputs, and the
+ * input too when asked. */
+static size_t largest_slot(const struct cnn_net *net, bool input)
+{
+    size_t most = 0;
+    for (int i = input ? 0 : 1; i <= net->n_layers; i++) {
+        struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
+        size_t floats = (size_t)net->batch * cnn_shape_size(s);
+        most = floats > most ? floats : most;
+    }
+    return most;
+}
+
 /* bfloat16 storage: each output slot in half the bytes, and two float
  * buffers for outputs, which the slots take turns at (layer i reads
  * slot i and writes slot i + 1, never the same). */
 static enum cnn_status allocate_bf16(struct cnn_net *net,
                                      struct cnn_error *err)
 {
-    size_t most = 0, most_in = 0;
-    for (int i = 0; i <= net->n_layers; i++) {
-        struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
-        size_t floats = (size_t)net->batch * cnn_shape_size(s);
-        if (i > 0)
-            most = floats > most ? floats : most;
-        most_in = floats > most_in ? floats : most_in;
-    }
+    size_t most = largest_slot(net, false), most_in = largest_slot(net, true);
     net->acts16 = calloc((size_t)net->n_layers + 1, sizeof *net->acts16);
     bool ok = net->acts16 != NULL;
     for (int k = 0; k < 2 && ok; k++)
@@ -367,18 +373,6 @@ static enum cnn_status allocate_bf16(struct cnn_net *net,
                                        "for activations");
 }
 
-/* The largest slot of a stack, input included, in floats. */
-static size_t largest_slot(const struct cnn_net *net)
-{
-    size_t most = 0;
-    for (int i = 0; i <= net->n_layers; i++) {
-        struct cnn_shape s = i == 0 ? net->in : net->layers[i - 1].out;
-        size_t floats = (size_t)net->batch * cnn_shape_size(s);
-        most = floats > most ? floats : most;
-    }
-    return most;
-}
-
 /* Gradients of the outputs: a layer's backward pass reads the gradient
  * of its output and writes that of its input, and nothing reads either
  * later, so two buffers taking turns hold them all (layer i writes
@@ -388,7 +382,7 @@ static size_t largest_slot(const struct cnn_net *net)
 static enum cnn_status allocate_gradients(struct cnn_net *net,
                                           struct cnn_error *err)
 {
-    size_t most = largest_slot(net);
+    size_t most = largest_slot(net, true);
     size_t out = (size_t)net->batch * cnn_shape_size(net->out);
     bool ok = true;
     for (int k = 0; k < 2 && ok; k++)
@@ -745,12 +739,9 @@ void cnn_net_zero_grad(struct cnn_net *net)
  * bfloat16 ones at their size. */
 static size_t owned_outputs(const struct cnn_net *net)
 {
-    size_t total = 0, most = 0;
-    for (int i = 0; net->bf16 && i < net->n_layers; i++) {
-        size_t floats = (size_t)net->batch * cnn_shape_size(net->layers[i].out);
-        most = floats > most ? floats : most;
-    }
-    total += 2 * most * sizeof(float);      /* bf16: the two work buffers */
+    size_t total = 0;
+    if (net->bf16)                          /* the two work buffers */
+        total = 2 * largest_slot(net, false) * sizeof(float);
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
         if (!net->scratch)
@@ -769,7 +760,7 @@ static size_t owned_gradients(const struct cnn_net *net)
 {
     size_t total = 0;
     if (!net->scratch)                      /* allocate_gradients' three */
-        total = (2 * largest_slot(net) +
+        total = (2 * largest_slot(net, true) +
                  (size_t)net->batch * cnn_shape_size(net->out)) *
                 sizeof(float);
     for (int i = 0; i < net->n_layers; i++) {
