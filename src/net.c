@@ -401,9 +401,10 @@ static enum cnn_status allocate_gradients(struct cnn_net *net,
 }
 
 /* Activation and gradient buffers of one stack. A nested stack borrows
- * its input (acts[0]) from the layer that holds it but owns the input's
- * gradient, which that layer needs. A scratch stack gets only the
- * arrays; its buffers are placed by allocate_scratch. */
+ * its input (acts[0]) from the layer that holds it, and its gradients
+ * (the input's included, which that layer reads) are placed by
+ * allocate_nested. A scratch stack gets only the arrays; its buffers
+ * are placed by allocate_scratch. */
 static enum cnn_status allocate_activations(struct cnn_net *net,
                                             struct cnn_error *err)
 {
@@ -439,7 +440,10 @@ static enum cnn_status allocate_activations(struct cnn_net *net,
                                  "activations (%zu bytes at layer %d)",
                                  bytes, i);
     }
-    return st == CNN_OK ? allocate_gradients(net, err) : st;
+    /* A nested stack's gradients are placed by allocate_nested. */
+    if (st == CNN_OK && !net->borrowed_input)
+        st = allocate_gradients(net, err);
+    return st;
 }
 
 /* The parameter block of the whole tree, placed tensor by tensor. */
@@ -553,6 +557,67 @@ static size_t scratch_need(const struct cnn_net *net, float *base,
     return most;
 }
 
+/* --- the gradients of nested stacks -------------------------------------- */
+
+/* Floats of the three gradient buffers of a stack (allocate_gradients'). */
+static size_t gradient_floats(const struct cnn_net *s)
+{
+    return 2 * largest_slot(s, true) + (size_t)s->batch * cnn_shape_size(s->out);
+}
+
+static void place_gradients(struct cnn_net *s, float *base)
+{
+    size_t most = largest_slot(s, true);
+    for (int i = 0; i < s->n_layers; i++)
+        s->dacts[i] = base + (size_t)(i % 2) * most;
+    s->dacts[s->n_layers] = base + 2 * most;
+}
+
+/* Floats the gradients of the stacks nested under net need; with base,
+ * places them. A stack's gradients live only through its holder's
+ * backward pass, so one set of buffers serves every block of a level:
+ * a block's stacks side by side (the block reads each one's input
+ * gradient after all have run), then what the blocks inside them need,
+ * which they use one stack at a time. The largest block decides. The
+ * stacks of checkpointed blocks have theirs in the scratch. */
+static size_t nested_gradients(const struct cnn_net *net, float *base)
+{
+    size_t most = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_net *subs[4];
+        int n = children(&net->layers[i], subs);
+        if (n == 0 || subs[0]->scratch)
+            continue;
+        size_t own = 0, inner = 0;
+        for (int k = 0; k < n; k++) {
+            if (base)
+                place_gradients(subs[k], base + own);
+            own += gradient_floats(subs[k]);
+        }
+        for (int k = 0; k < n; k++) {
+            size_t m = nested_gradients(subs[k], base ? base + own : NULL);
+            inner = m > inner ? m : inner;
+        }
+        most = own + inner > most ? own + inner : most;
+    }
+    return most;
+}
+
+static enum cnn_status allocate_nested(struct cnn_net *net,
+                                       struct cnn_error *err)
+{
+    size_t floats = nested_gradients(net, NULL);
+    if (floats == 0)
+        return CNN_OK;
+    net->grad_block = calloc(floats, sizeof(float));
+    if (!net->grad_block)
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory for the "
+                             "gradients of nested stacks (%zu bytes)",
+                             floats * sizeof(float));
+    nested_gradients(net, net->grad_block);
+    return CNN_OK;
+}
+
 static enum cnn_status allocate_scratch(struct cnn_net *net,
                                         struct cnn_error *err)
 {
@@ -661,6 +726,8 @@ enum cnn_status cnn_net_build_opts(struct cnn_net *net,
         st = allocate_tree(net, false, opts && opts->bf16, err);
     if (st == CNN_OK)
         st = allocate_scratch(net, err);
+    if (st == CNN_OK)
+        st = allocate_nested(net, err);
     if (st != CNN_OK)
         cnn_net_free(net);
     return st;
@@ -755,21 +822,12 @@ static size_t owned_outputs(const struct cnn_net *net)
     return total;
 }
 
-/* Gradient bytes in buffers of their own (scratch stacks aside). */
+/* Gradient bytes outside the scratch: the outermost net's own three
+ * buffers and those its nested stacks share. */
 static size_t owned_gradients(const struct cnn_net *net)
 {
-    size_t total = 0;
-    if (!net->scratch)                      /* allocate_gradients' three */
-        total = (2 * largest_slot(net, true) +
-                 (size_t)net->batch * cnn_shape_size(net->out)) *
-                sizeof(float);
-    for (int i = 0; i < net->n_layers; i++) {
-        struct cnn_net *subs[4];
-        int n = children(&net->layers[i], subs);
-        for (int k = 0; k < n; k++)
-            total += owned_gradients(subs[k]);
-    }
-    return total;
+    return (gradient_floats(net) + nested_gradients(net, NULL)) *
+           sizeof(float);
 }
 
 size_t cnn_net_training_bytes(const struct cnn_net *net)
@@ -870,9 +928,10 @@ void cnn_net_free(struct cnn_net *net)
     } else if (net->acts && !net->scratch)
         for (int i = net->borrowed_input ? 1 : 0; i <= net->n_layers; i++)
             free(net->acts[i]);
-    for (int k = 0; k < 3; k++)         /* NULL in a scratch stack */
+    for (int k = 0; k < 3; k++)         /* NULL in a nested stack */
         free(net->dwork[k]);
     free(net->scratch_block);
+    free(net->grad_block);
     free(net->acts);
     free(net->dacts);
     free(net->params);

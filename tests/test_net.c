@@ -975,6 +975,86 @@ static void test_checkpoint_nested(void **state)
     assert_same_steps();
 }
 
+/* --- gradients of nested stacks ------------------------------------------ */
+
+static struct cnn_net *stack_of(struct cnn_layer *l, int k)
+{
+    struct cnn_net *subs[4];
+    const char *names[4];
+    assert_non_null(l->kind->children);
+    assert_true(k < l->kind->children(l, subs, names, 4));
+    return subs[k];
+}
+
+/* Floats the three gradient buffers of every stack in the tree would
+ * take, each stack with its own. */
+static size_t unshared_gradients(struct cnn_net *s)
+{
+    size_t most = 0;
+    for (int i = 0; i <= s->n_layers; i++) {
+        struct cnn_shape sh = i == 0 ? s->in : s->layers[i - 1].out;
+        size_t k = (size_t)s->batch * cnn_shape_size(sh);
+        most = k > most ? k : most;
+    }
+    size_t total = 2 * most + (size_t)s->batch * cnn_shape_size(s->out);
+    for (int i = 0; i < s->n_layers; i++) {
+        struct cnn_net *subs[4];
+        const char *names[4];
+        struct cnn_layer *l = &s->layers[i];
+        int n = l->kind->children ? l->kind->children(l, subs, names, 4) : 0;
+        for (int k = 0; k < n; k++)
+            total += unshared_gradients(subs[k]);
+    }
+    return total;
+}
+
+static bool overlap(const float *a, size_t na, const float *b, size_t nb)
+{
+    return a < b + nb && b < a + na;
+}
+
+/* The blocks of one level share one set of gradient buffers; a block's
+ * body and shortcut, and the blocks inside them, each have their own;
+ * the net takes less than one set per stack; and the steps agree with
+ * checkpointing, whose stacks have theirs in the scratch. */
+static void test_nested_gradients_shared(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    struct cnn_net_opts on = {.checkpoint = true};
+    char text[2048];
+    snprintf(text, sizeof text, NESTED_BLOCKS, "");
+    assert_int_equal(build_opts(0, text, shape(2, 5, 5), CK_BATCH, NULL,
+                                &err), CNN_OK);
+    assert_int_equal(build_opts(1, text, shape(2, 5, 5), CK_BATCH, &on,
+                                &err), CNN_OK);
+    struct cnn_net *a = &nets[0];
+    struct cnn_net *body1 = stack_of(&a->layers[1], 0);
+    struct cnn_net *body2 = stack_of(&a->layers[2], 0);
+    assert_ptr_equal(body1->dacts[0], body2->dacts[0]);
+    assert_ptr_equal(body1->dacts[body1->n_layers],
+                     body2->dacts[body2->n_layers]);
+
+    size_t slot = CK_BATCH * 4 * 5 * 5;     /* every stack's largest */
+    struct cnn_net *inner[] = {stack_of(&body1->layers[0], 0),
+                               stack_of(&body1->layers[3], 0),
+                               stack_of(&body1->layers[3], 1)};
+    assert_ptr_equal(inner[1]->dacts[0],
+                     stack_of(&body2->layers[3], 0)->dacts[0]);
+    for (int k = 0; k < 3; k++) {
+        assert_false(overlap(inner[k]->dacts[0], 3 * slot,
+                             body1->dacts[0], 3 * slot));
+        assert_false(overlap(inner[k]->dacts[0], 3 * slot,
+                             a->dacts[1], slot));
+    }
+    assert_false(overlap(inner[1]->dacts[0], 3 * slot,
+                         inner[2]->dacts[0], 3 * slot));
+    assert_non_null(a->grad_block);
+    assert_true(cnn_net_training_bytes(a) - cnn_net_activation_bytes(a) <
+                unshared_gradients(a) * sizeof(float));
+    assert_same_steps();
+}
+
 /* --- bfloat16 activations ---------------------------------------------- */
 
 /* A plain stack's output gradients take two buffers in turn plus the
@@ -1111,6 +1191,7 @@ int main(void)
         T(test_checkpoint_bytes),
         T(test_checkpoint_per_block),
         T(test_checkpoint_nested),
+        T(test_nested_gradients_shared),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,12 +38,15 @@ struct cnn_net {
                                float buffers, refilled in the backward
                                pass (training.precision: bf16) */
     uint16_t **acts16;      /* [1..L]: each layer's output, rounded */
-    float *work[2], *dwork[3];  /* dwork[2]: the output's gradient, which
-                                   a block reads after its stack's pass */
+    float *work[2], *dwork[3];  /* dwork[2]: the output's gradient;
+                                   the outermost net's only */
     float *scratch_block;   /* the outermost net: the scratch shared by
                                every checkpointed block, sized to the
                                largest; NULL when none checkpoints */
     size_t scratch_floats;
+    float *grad_block;      /* the outermost net: the gradients of its
+                               nested stacks (those not in the scratch),
+                               one set shared by the blocks of a level */
 };
 
 /* How a net is built; a zeroed struct (or NULL) is the default. */
