@@ -140,12 +140,15 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
         .checkpoint = cfg->training.checkpoint_activations,
         .bf16 = cfg->training.bf16};
 
+    double t0 = cnn_now();
     enum cnn_status st = load_train(s, true, err);
     if (st == CNN_OK && cnn_split_given(&d->test))
         st = cnn_data_load(&s->test, cfg, &d->test, &s->train, d->limit_test,
                            err);
     if (st == CNN_OK)
         st = cnn_norm_setup(&s->norm, d, &s->train, err);
+    double t1 = cnn_now();
+    s->data_seconds = t1 - t0;
     /* Each rank of an MPI job holds its share of the global batch. */
     int ranks = cnn_dist_size();
     if (st == CNN_OK && cfg->training.batch_size < ranks)
@@ -169,6 +172,7 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
                     : cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
         free(groups);
     }
+    s->build_seconds = cnn_now() - t1;
     if (st != CNN_OK)
         cnn_session_close(s);
     return st;
@@ -1607,6 +1611,10 @@ enum cnn_status cnn_train_run(struct cnn_session *s,
         cnn_log_warn(log, "%s", s->optim.note);
     if (how == START_FRESH)
         st = save_checkpoint(&L, err);      /* rollback target, step 0 */
+    if (st == CNN_OK)
+        cnn_log_info(log, "started in %.2f s: data %.2f s, model %.2f s",
+                     cnn_process_seconds(), s->data_seconds,
+                     s->build_seconds);
     if (st == CNN_OK)
         st = loop_run(&L, err);
     if (st == CNN_OK)

@@ -95,6 +95,16 @@ for f in config.yaml metrics.csv train.log model.safetensors run.json; do
     fi
 done
 [ $all -eq 1 ] && pass "the run directory holds all five files"
+# Start-up is logged before the first step, its parts no more than the
+# whole (all from the clock, so only their order is checked).
+if awk '/ started in [0-9.]+ s: data [0-9.]+ s, model [0-9.]+ s$/ {
+            n++; t = $4; d = $7; m = $10
+            if (d + m > t + 0.011 || t <= 0) bad = 1 }
+        END { exit !(n == 1 && !bad) }' main/train.log; then
+    pass "train.log gives the start-up time once, with its parts"
+else
+    fail "train.log gives the start-up time once, with its parts"
+fi
 if /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 assert d["optimizer"] == "sgd" and d["steps"] > 0 and d["params"] > 0
 assert 0 < d["best_test_acc"] <= 1 and d["optimizer_state_bytes"] > 0' \

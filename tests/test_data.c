@@ -190,6 +190,63 @@ static void test_idx_corrupt_gzip(void **state)
     drop(&fs);
 }
 
+/* Appends n bytes to path as one more gzip member. */
+static void append_gz(const char *path, const uint8_t *buf, size_t n)
+{
+    gzFile f = gzopen(path, "ab");
+    assert_non_null(f);
+    assert_int_equal(gzwrite(f, buf, (unsigned)n), (int)n);
+    assert_int_equal(gzclose(f), Z_OK);
+}
+
+static void expect_gz_error(struct files *fs, const char *needle)
+{
+    struct cnn_dataset ds;
+    struct cnn_error err = {0};
+    assert_int_equal(cnn_idx_load(&ds, fs->images, fs->labels, 0, &err),
+                     CNN_ERR_DATA);
+    assert_string_equal(err.where, fs->images);
+    if (!strstr(err.message, needle))
+        fail_msg("'%s' not in '%s'", needle, err.message);
+}
+
+/* A gzip file of several members (pigz, cat a.gz b.gz) decodes as their
+ * concatenation; anything else after the last member, or one byte more
+ * or less than the header promises, is refused naming the file. */
+static void test_idx_gzip_members(void **state)
+{
+    struct files fs;
+    struct cnn_dataset ds;
+    struct cnn_error err = {0};
+    uint8_t buf[128], px[30];
+    for (int i = 0; i < 30; i++)
+        px[i] = (uint8_t)(3 * i + 1);
+    size_t n = idx_bytes(buf, (int[]){5, 2, 3}, 3, px, 30);
+    make_good(&fs, true);
+    write_gz(fs.images, buf, 7);            /* inside the header */
+    append_gz(fs.images, buf + 7, 10);
+    append_gz(fs.images, buf + 17, n - 17);
+    assert_int_equal(cnn_idx_load(&ds, fs.images, fs.labels, 0, &err), CNN_OK);
+    assert_int_equal(ds.n, 5);
+    assert_memory_equal(ds.pixels, px, 30);
+    cnn_dataset_free(&ds);
+
+    FILE *f = fopen(fs.images, "ab");
+    assert_non_null(f);
+    fputs("junk", f);
+    fclose(f);
+    expect_gz_error(&fs, "after the gzip data");
+
+    write_gz(fs.images, buf, n - 1);
+    expect_gz_error(&fs, "truncated");
+    write_gz(fs.images, buf, n);
+    append_gz(fs.images, px, 1);
+    expect_gz_error(&fs, "longer than its header");
+    write_gz(fs.images, buf, 10);
+    expect_gz_error(&fs, "truncated: the header");
+    drop(&fs);
+}
+
 static void test_idx_mismatch_and_missing(void **state)
 {
     struct files fs;
@@ -2116,6 +2173,7 @@ int main(void)
         cmocka_unit_test(test_idx_plain_and_gzip),
         cmocka_unit_test(test_idx_broken),
         cmocka_unit_test(test_idx_corrupt_gzip),
+        cmocka_unit_test(test_idx_gzip_members),
         cmocka_unit_test(test_idx_mismatch_and_missing),
         SCRATCH(test_csv_delimiters),
         SCRATCH(test_csv_header),

@@ -48,6 +48,11 @@ void cnn_log_close(struct cnn_log *log);
 /* Monotonic clock in seconds. */
 double cnn_now(void);
 
+/* Seconds since this process was started (forked), re-executions
+ * included, to the kernel's tick (10 ms); where that is unknown, since
+ * the first call. */
+double cnn_process_seconds(void);
+
 /* metrics.csv: a header, then one row per logging interval and one per
  * evaluation; NAN cells are written empty. */
 struct cnn_metrics_row {

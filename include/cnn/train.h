@@ -29,6 +29,8 @@ struct cnn_session {
     struct cnn_optim optim;
     int n_classes;                  /* the model's output width */
     bool regression;                /* float targets, not class labels */
+    double data_seconds;            /* opening: reading the data */
+    double build_seconds;           /* building the model and optimizer */
 };
 
 /* Loads the data named by cfg, builds and initializes the model and the

@@ -6,6 +6,8 @@
 #include "cnn/report.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +17,43 @@ double cnn_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Field 22 of /proc/self/stat, the start in ticks since boot, against
+ * the boot-time clock; the command name (field 2) may hold spaces and
+ * parentheses, so the fields are counted from its closing one. */
+static bool process_start(double *boot_s)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ticks;
+    long hz = sysconf(_SC_CLK_TCK);
+    /* After ")": state (field 3) ... starttime (field 22). */
+    if (!p || hz <= 0 || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u "
+                                "%*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+                                "%*d %llu", &ticks) != 1)
+        return false;
+    *boot_s = (double)ticks / (double)hz;
+    return true;
+}
+
+double cnn_process_seconds(void)
+{
+    static double start_boot = -1, start_mono = -1;
+    struct timespec ts;
+    if (start_boot < 0 && start_mono < 0 && !process_start(&start_boot))
+        start_mono = cnn_now();
+    if (start_mono >= 0)
+        return cnn_now() - start_mono;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    double t = (double)ts.tv_sec + ts.tv_nsec * 1e-9 - start_boot;
+    return t > 0 ? t : 0;
 }
 
 void cnn_log_init(struct cnn_log *log, FILE *term, bool quiet)
