@@ -393,6 +393,8 @@ struct loop {
     double t0;                      /* this process's start */
     double seconds0;                /* rs.train_seconds at t0 */
     double interval_t0;
+    double epoch_t0, data_s;        /* this epoch's steps (since the start
+                                       or resume) and its batch loading */
     bool reposition;                /* the loader must go to rs's place */
 };
 
@@ -752,8 +754,10 @@ static enum step_result train_step(struct loop *L, const char **where)
 
     cnn_net_zero_grad(&s->net);
     for (long long a = 0; a < tcfg(L)->accumulate; a++) {
+        double t = cnn_now();
         int n = cnn_loader_next(&L->loader, cnn_net_input(&s->net), L->labels,
                                 L->targets);
+        L->data_s += cnn_now() - t;
         /* Under MPI every rank needs an example of each batch (synced
          * batchnorm sums over all of them): a last batch smaller than
          * the job is left out, as PyTorch's samplers do. */
@@ -1101,6 +1105,7 @@ static void evaluate_splits(struct loop *L)
     struct cnn_session *s = L->s;
     struct cnn_run_state *rs = &L->rs;
     struct cnn_metrics_row r = cnn_metrics_row_empty(rs->epoch + 1, rs->step);
+    double steps_s = cnn_now() - L->epoch_t0;
     char line[512];
     int len = snprintf(line, sizeof line, "epoch %lld/%lld:", rs->epoch + 1,
                        tcfg(L)->epochs);
@@ -1143,7 +1148,8 @@ static void evaluate_splits(struct loop *L)
     }
     r.elapsed_s = train_seconds(L);
     cnn_metrics_write(L->metrics, &r);
-    cnn_log_info(L->log, "%s (%.1f s)", line, r.elapsed_s);
+    cnn_log_info(L->log, "%s (%.1f s; data %.1f%% of the epoch)", line,
+                 r.elapsed_s, steps_s > 0 ? 100.0 * L->data_s / steps_s : 0.0);
 }
 
 /* Evaluates, writes the metrics row, and updates best.safetensors, the
@@ -1231,6 +1237,8 @@ static enum cnn_status loop_run(struct loop *L, struct cnn_error *err)
             cnn_loader_start_epoch(&L->loader, rs->epoch, true);
             L->loader.pos = rs->epoch_pos;
             L->reposition = false;
+            L->epoch_t0 = cnn_now();
+            L->data_s = 0;
         }
         if (signalled(L, L->opts->stop)) {
             st = save_checkpoint(L, err);

@@ -105,6 +105,16 @@ if awk '/ started in [0-9.]+ s: data [0-9.]+ s, model [0-9.]+ s$/ {
 else
     fail "train.log gives the start-up time once, with its parts"
 fi
+# Each epoch's line gives the share of its steps' time spent loading
+# batches, a percentage.
+epoch_lines=$(grep -c " epoch [0-9]*/[0-9]*: " main/train.log)
+shares=$(grep -cE " epoch [0-9]+/[0-9]+: .*; data (100|[0-9]{1,2})\.[0-9]% of \
+the epoch\)$" main/train.log)
+if [ "$epoch_lines" -gt 0 ] && [ "$shares" = "$epoch_lines" ]; then
+    pass "every epoch line in train.log gives its data loading share"
+else
+    fail "every epoch line in train.log gives its data loading share"
+fi
 if /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 assert d["optimizer"] == "sgd" and d["steps"] > 0 and d["params"] > 0
 assert 0 < d["best_test_acc"] <= 1 and d["optimizer_state_bytes"] > 0' \
