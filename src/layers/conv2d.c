@@ -16,12 +16,20 @@
  * threads' partial sums, so it depends on the thread count, in the last
  * bits.
  *
- * Missing: grouped and dilated convolution; Winograd for 3x3 stride 1.
+ * A 3x3 window at stride 1 with padding 1 takes Winograd's F(2x2, 3x3)
+ * (src/ops/winograd.c) for the output and for the input gradient, the
+ * adjoint convolution; the weight gradient stays one GEMM per chunk. A
+ * chunk's scratch serves both: im2col's columns and GEMM output, or
+ * Winograd's transformed tiles.
+ *
+ * Missing: grouped and dilated convolution; Winograd for the weight
+ * gradient and for other sizes and paddings.
  */
 #include "cnn/layer.h"
 #include "cnn/ops.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,11 +44,21 @@ struct conv_state {
     struct cnn_conv_geom g;
     int chunk;          /* examples per GEMM */
     int slots;          /* threads with scratch of their own */
-    size_t col_size, tmp_size, grad_size;       /* floats per slot */
-    float *col;         /* [slots][c*kh*kw, chunk*oh*ow] */
-    float *tmp;         /* [slots][filters, chunk*oh*ow]: y or dy */
+    size_t col_size, tmp_size, work_size, grad_size;    /* floats per slot */
+    float *work_mem;    /* work, before its alignment */
+    float *work;        /* [slots][work_size], 64-byte aligned; a slot holds
+                         * col[c*kh*kw, chunk*oh*ow] then tmp[filters,
+                         * chunk*oh*ow] (y or dy), or Winograd's scratch */
     float *grad;        /* [slots][filters*c*kh*kw + filters]: dW, db */
+    bool wino;          /* 3x3, stride 1, pad 1: Winograd */
+    struct cnn_wino fwd, bwd;   /* x -> y, and dy -> dx */
+    float *U;           /* the filters of whichever ran last */
 };
+
+static size_t max_size(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
 
 static enum cnn_status read_pad(struct cnn_node *args, int k, long long *pad,
                                 struct cnn_error *err)
@@ -112,14 +130,29 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
         s->slots = 1;
     s->col_size = kk * ohw * s->chunk;
     s->tmp_size = (size_t)F * ohw * s->chunk;
+    s->work_size = s->col_size + s->tmp_size;
     s->grad_size = (size_t)F * kk + F;
-    s->col = cnn_layer_alloc(l, s->col_size * s->slots * sizeof(float), err);
-    s->tmp = s->col ? cnn_layer_alloc(l, s->tmp_size * s->slots *
-                                      sizeof(float), err) : NULL;
-    s->grad = s->tmp ? cnn_layer_alloc(l, s->grad_size * s->slots *
-                                       sizeof(float), err) : NULL;
-    if (!s->grad)
+    s->wino = g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1;
+    size_t u_size = 1;
+    if (s->wino) {
+        cnn_wino_plan(&s->fwd, g.c, F, g.h, g.w, s->chunk);
+        cnn_wino_plan(&s->bwd, F, g.c, g.h, g.w, s->chunk);
+        s->work_size = max_size(s->work_size,
+                                max_size(cnn_wino_work_floats(&s->fwd),
+                                         cnn_wino_work_floats(&s->bwd)));
+        u_size = max_size(cnn_wino_weight_floats(&s->fwd),
+                          cnn_wino_weight_floats(&s->bwd));
+    }
+    /* Whole cache lines per slot, so that no two threads share one. */
+    s->work_size = (s->work_size + 15) / 16 * 16;
+    s->work_mem = cnn_layer_alloc(l, (s->work_size * s->slots + 16) *
+                                  sizeof(float), err);
+    s->grad = s->work_mem ? cnn_layer_alloc(l, s->grad_size * s->slots *
+                                            sizeof(float), err) : NULL;
+    s->U = s->grad ? cnn_layer_alloc(l, u_size * sizeof(float), err) : NULL;
+    if (!s->U)
         return cnn_layer_alloc_status(err);
+    s->work = (float *)(((uintptr_t)s->work_mem + 63) & ~(uintptr_t)63);
 
     l->out = (struct cnn_shape){F, g.oh, g.ow};
     cnn_layer_add_param(l, "weight", CNN_PARAM_WEIGHT, 4,
@@ -160,10 +193,16 @@ static void unfold(const struct job *j, int first, int nb, float *col)
 static void forward_part(void *ctx, int part, int lo, int hi)
 {
     const struct job *j = ctx;
-    float *col = j->s->col + part * j->s->col_size;
-    float *tmp = j->s->tmp + part * j->s->tmp_size;
+    float *col = j->s->work + part * j->s->work_size;
+    float *tmp = col + j->s->col_size;
     for (int ci = lo; ci < hi; ci++) {
         int first, nb = chunk_span(j, ci, &first), cols = nb * j->ohw;
+        if (j->s->wino) {
+            cnn_wino_conv(&j->s->fwd, j->s->U, j->b,
+                          j->x + (size_t)first * j->in_size, nb,
+                          j->y + (size_t)first * j->F * j->ohw, col);
+            continue;
+        }
         unfold(j, first, nb, col);
         cnn_gemm(false, false, j->F, cols, j->kk, 1.0f, j->W, j->kk, col,
                  cols, 0.0f, tmp, cols);
@@ -187,8 +226,8 @@ static void forward_part(void *ctx, int part, int lo, int hi)
 static void backward_part(void *ctx, int part, int lo, int hi)
 {
     const struct job *j = ctx;
-    float *col = j->s->col + part * j->s->col_size;
-    float *tmp = j->s->tmp + part * j->s->tmp_size;
+    float *col = j->s->work + part * j->s->work_size;
+    float *tmp = col + j->s->col_size;
     float *dW = j->s->grad + part * j->s->grad_size;    /* [F, kk] */
     float *db = dW + (size_t)j->F * j->kk;              /* [F] */
     memset(dW, 0, j->s->grad_size * sizeof *dW);
@@ -216,6 +255,13 @@ static void backward_part(void *ctx, int part, int lo, int hi)
                  1.0f, dW, j->kk);
         if (!j->dx)
             continue;
+        if (j->s->wino) {
+            /* Columns and tmp are spent: Winograd's scratch now. */
+            cnn_wino_conv(&j->s->bwd, j->s->U, NULL,
+                          j->dy + (size_t)first * j->F * j->ohw, nb,
+                          j->dx + (size_t)first * j->in_size, col);
+            continue;
+        }
 
         /* The columns are spent: reuse them for d(col) = W^T d(y). */
         cnn_gemm(true, false, j->kk, cols, j->F, 1.0f, j->W, j->kk, tmp, cols,
@@ -260,6 +306,8 @@ static void conv_forward(struct cnn_layer *l, const float *x, float *y, int n,
                     .in_size = cnn_shape_size(l->in),
                     .W = l->params[0].data,
                     .b = l->n_params > 1 ? l->params[1].data : NULL};
+    if (s->wino)
+        cnn_wino_weights(&s->fwd, j.W, false, s->U);
     run_chunks(&j, forward_part);
 }
 
@@ -273,6 +321,8 @@ static void conv_backward(struct cnn_layer *l, const float *x, const float *y,
                     .ohw = s->g.oh * s->g.ow,
                     .in_size = cnn_shape_size(l->in),
                     .W = l->params[0].data};
+    if (s->wino && dx)
+        cnn_wino_weights(&s->bwd, j.W, true, s->U);
     int parts = run_chunks(&j, backward_part);
 
     /* The parts' sums, in part order. */
@@ -293,9 +343,9 @@ static void conv_destroy(struct cnn_layer *l)
 {
     struct conv_state *s = l->state;
     if (s) {
-        free(s->col);
-        free(s->tmp);
+        free(s->work_mem);
         free(s->grad);
+        free(s->U);
     }
     free(s);
 }
