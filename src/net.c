@@ -373,6 +373,21 @@ static enum cnn_status allocate_bf16(struct cnn_net *net,
                                        "for activations");
 }
 
+/* True when l or a stack nested in it holds parameters. */
+static bool holds_params(struct cnn_layer *l)
+{
+    if (l->n_params > 0)
+        return true;
+    struct cnn_net *subs[4];
+    const char *names[4];
+    int n = l->kind->children ? l->kind->children(l, subs, names, 4) : 0;
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < subs[k]->n_layers; i++)
+            if (holds_params(&subs[k]->layers[i]))
+                return true;
+    return false;
+}
+
 /* Gradients of the outputs: a layer's backward pass reads the gradient
  * of its output and writes that of its input, and nothing reads either
  * later, so two buffers taking turns hold them all (layer i writes
@@ -394,8 +409,18 @@ static enum cnn_status allocate_gradients(struct cnn_net *net,
                              (2 * most + out) * sizeof(float));
     for (int i = 0; i < net->n_layers; i++)
         net->dacts[i] = net->dwork[i % 2];
-    if (!net->borrowed_input)   /* nobody needs the input's gradient */
-        net->dacts[0] = NULL;
+    /* Nobody needs the input's gradient, nor that of the outputs of
+     * layers without parameters before the first with some (a flatten
+     * before the first dense): the backward pass stops at that layer,
+     * which is told not to compute its input gradient. */
+    net->grad_from = 0;
+    if (!net->borrowed_input) {
+        while (net->grad_from < net->n_layers - 1 &&
+               !holds_params(&net->layers[net->grad_from]))
+            net->grad_from++;
+        for (int i = 0; i <= net->grad_from; i++)
+            net->dacts[i] = NULL;
+    }
     net->dacts[net->n_layers] = net->dwork[2];
     return CNN_OK;
 }
@@ -783,7 +808,7 @@ void cnn_net_backward(struct cnn_net *net, const float *dout, int n)
     if (dout != net->dacts[L])
         memcpy(net->dacts[L], dout, out_bytes);
 
-    for (int i = L - 1; i >= 0; i--) {
+    for (int i = L - 1; i >= net->grad_from; i--) {
         struct cnn_layer *l = &net->layers[i];
         if (net->bf16) {        /* the layer's input and output, back */
             if (i > 0)

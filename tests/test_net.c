@@ -1055,6 +1055,60 @@ static void test_nested_gradients_shared(void **state)
     assert_same_steps();
 }
 
+/* --- where the backward pass stops ------------------------------------- */
+
+/* Layers without parameters before the first with some get no backward
+ * pass, and that layer no input gradient: a flatten (and a relu) before
+ * the first dense leave the same weight gradients as the dense on the
+ * flat input alone. A block with parameters inside it counts. */
+static void test_backward_stops_at_first_params(void **state)
+{
+    (void)state;
+    struct cnn_error err;
+    assert_int_equal(build_in(0, "    - flatten\n    - relu\n"
+                                 "    - dense: {units: 4}\n    - relu\n"
+                                 "    - dense: {units: 3}\n",
+                              shape(2, 3, 3), 2, &err), CNN_OK);
+    assert_int_equal(build_in(1, "    - relu\n    - dense: {units: 4}\n"
+                                 "    - relu\n    - dense: {units: 3}\n",
+                              shape(18, 1, 1), 2, &err), CNN_OK);
+    struct cnn_net *a = &nets[0], *b = &nets[1];
+    assert_int_equal(a->grad_from, 2);
+    assert_int_equal(b->grad_from, 1);
+    for (int i = 0; i <= 2; i++)
+        assert_null(a->dacts[i]);
+    assert_non_null(a->dacts[3]);
+
+    assert_int_equal(a->n_params, b->n_params);
+    cnn_net_init_params(a, 3);
+    memcpy(b->params, a->params, a->n_params * sizeof(float));
+    float dout[6] = {0.5f, -1.0f, 0.25f, 2.0f, -0.5f, 1.0f};
+    float *xa = cnn_net_input(a), *xb = cnn_net_input(b);
+    for (int i = 0; i < 36; i++)
+        xa[i] = xb[i] = (float)((i * 7) % 11) - 5.0f;
+    struct cnn_net *both[] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        cnn_net_forward(both[k], 2, true);
+        cnn_net_zero_grad(both[k]);
+        cnn_net_backward(both[k], dout, 2);
+    }
+    assert_memory_equal(a->grads, b->grads, a->n_params * sizeof(float));
+    bool any = false;
+    for (size_t i = 0; i < a->n_params; i++)
+        any = any || a->grads[i] != 0.0f;
+    assert_true(any);
+
+    cnn_net_free(&nets[1]);
+    cnn_config_free(&cfgs[1]);
+    memset(&nets[1], 0, sizeof nets[1]);
+    memset(&cfgs[1], 0, sizeof cfgs[1]);
+    assert_int_equal(build_in(1, "    - relu\n    - residual:\n"
+                                 "        body: [conv2d: {filters: 2, "
+                                 "size: 1}]\n",
+                              shape(2, 3, 3), 2, &err), CNN_OK);
+    assert_int_equal(nets[1].grad_from, 1);
+}
+
 /* --- bfloat16 activations ---------------------------------------------- */
 
 /* A plain stack's output gradients take two buffers in turn plus the
@@ -1192,6 +1246,7 @@ int main(void)
         T(test_checkpoint_per_block),
         T(test_checkpoint_nested),
         T(test_nested_gradients_shared),
+        T(test_backward_stops_at_first_params),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,6 +25,10 @@ struct cnn_net {
     size_t n_params;
     float **acts;           /* acts[0]: input; acts[i+1]: layer i output */
     float **dacts;          /* gradient of the loss w.r.t. acts[i] */
+    int grad_from;          /* the backward pass runs layers L-1 down to
+                               this one; the layers before it hold no
+                               parameters, and dacts[0..grad_from] are
+                               NULL (0 in nested stacks) */
     struct cnn_rng dropout_rng;
     bool borrowed_input;    /* a nested stack: acts[0] is its holder's
                                input, set by cnn_net_forward_ctx */

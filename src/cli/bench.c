@@ -157,7 +157,7 @@ static void step(struct bench *b, bool times)
     }
     cnn_loss(b->cfg.training.loss, net->acts[L], b->labels, n,
              (int)cnn_shape_size(net->out), net->dacts[L], NULL);
-    for (int i = L - 1; i >= 0; i--) {
+    for (int i = L - 1; i >= net->grad_from; i--) {
         double t = times ? cnn_now() : 0;
         net->layers[i].kind->backward(&net->layers[i], net->acts[i],
                                       net->acts[i + 1], net->dacts[i + 1],
