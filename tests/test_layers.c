@@ -413,17 +413,20 @@ static void test_conv2d_forward_naive(void **state)
     teardown(&f);
 }
 
-/* A batch of n cut into chunks of 7 examples, built with `built`
- * threads and run with `run`: forward, dW, db and dx against direct sums
- * over the definition. */
-static void check_conv_chunks(int built, int run, int N)
+/* A 3x3 "same" convolution of C channels of H x W into F filters, for a
+ * batch of N (built for 17), built with `built` threads and run with
+ * `run`: forward, dW, db and dx against direct sums over the definition.
+ * At 3 x 24 x 24 into 5 the batch is cut into chunks of 7 examples;
+ * with channels in sixteens the weight gradient is Winograd's too. */
+static void check_conv(int C, int H, int W, int F, int built, int run, int N)
 {
-    enum { C = 3, H = 24, W = 24, F = 5 };
     int threads = cnn_blas_threads(0);
     cnn_blas_threads(built);
     struct fixture f = {0};
-    build(&f, "    - conv2d: {filters: 5, size: 3, pad: 1}\n",
-          (struct cnn_shape){C, H, W}, 17);
+    char layer[80];
+    snprintf(layer, sizeof layer,
+             "    - conv2d: {filters: %d, size: 3, pad: 1}\n", F);
+    build(&f, layer, (struct cnn_shape){C, H, W}, 17);
     cnn_blas_threads(run);
     struct cnn_net *net = &f.net;
     struct cnn_layer *l = &net->layers[0];
@@ -491,6 +494,11 @@ static void check_conv_chunks(int built, int run, int N)
     cnn_blas_threads(threads);
 }
 
+static void check_conv_chunks(int built, int run, int N)
+{
+    check_conv(3, 24, 24, 5, built, run, N);
+}
+
 static void test_conv2d_chunks_naive(void **state)
 {
     (void)state;
@@ -499,6 +507,18 @@ static void test_conv2d_chunks_naive(void **state)
     check_conv_chunks(1, 4, 17);        /* more threads than slots */
     check_conv_chunks(3, 3, 17);        /* as many parts as chunks */
     check_conv_chunks(2, 2, 9);         /* a short last batch */
+}
+
+/* Winograd's weight gradient, on even and odd sizes, filters in and
+ * out of sixteens, and planes of fewer tiles than a vector holds. */
+static void test_conv2d_winograd_naive(void **state)
+{
+    (void)state;
+    check_conv(16, 8, 8, 16, 2, 2, 17);
+    check_conv(16, 7, 9, 5, 2, 2, 17);
+    check_conv(32, 3, 5, 20, 2, 1, 17);
+    check_conv(16, 14, 14, 32, 2, 2, 5);
+    check_conv(16, 1, 1, 4, 1, 1, 3);
 }
 
 static void test_dense_forward_naive(void **state)
@@ -590,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_batchnorm_modes),
         cmocka_unit_test(test_conv2d_forward_naive),
         cmocka_unit_test(test_conv2d_chunks_naive),
+        cmocka_unit_test(test_conv2d_winograd_naive),
         cmocka_unit_test(test_dense_forward_naive),
         cmocka_unit_test(test_pool_forward_values),
         cmocka_unit_test(test_dropout_modes),

@@ -77,6 +77,19 @@ void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
 void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
                    const float *x, int n, float *y, float *work);
 
+/* The weight gradient, for plans with c a multiple of CNN_WINO_LANES
+ * (cnn_wino_grad_ok): dUt[16, c, fpad] += its transform-domain sum over
+ * the n examples of x[n, c, h, w] and the output gradient dy[n, f, h,
+ * w]; work of cnn_wino_grad_work_floats. Then
+ * cnn_wino_weight_grad_finish adds the filters' gradient it makes to
+ * dW[f, c, 3, 3]. */
+bool cnn_wino_grad_ok(const struct cnn_wino *p);
+size_t cnn_wino_grad_work_floats(const struct cnn_wino *p);
+void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
+                          const float *dy, int n, float *dUt, float *work);
+void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
+                                 float *dW);
+
 /* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
  * leaves OpenBLAS's default. Returns the count in use. */
 int cnn_blas_threads(int n);

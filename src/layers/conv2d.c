@@ -50,7 +50,10 @@ struct conv_state {
                          * col[c*kh*kw, chunk*oh*ow] then tmp[filters,
                          * chunk*oh*ow] (y or dy), or Winograd's scratch */
     float *grad;        /* [slots][filters*c*kh*kw + filters]: dW, db */
+    size_t db_at;       /* where db starts in a grad slot */
     bool wino;          /* 3x3, stride 1, pad 1: Winograd */
+    bool wino_grad;     /* and for the weight gradient (channels in
+                         * sixteens) */
     struct cnn_wino fwd, bwd;   /* x -> y, and dy -> dx */
     float *U;           /* the filters of whichever ran last */
 };
@@ -131,18 +134,25 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     s->col_size = kk * ohw * s->chunk;
     s->tmp_size = (size_t)F * ohw * s->chunk;
     s->work_size = s->col_size + s->tmp_size;
-    s->grad_size = (size_t)F * kk + F;
+    s->db_at = (size_t)F * kk;
     s->wino = g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1;
     size_t u_size = 1;
     if (s->wino) {
         cnn_wino_plan(&s->fwd, g.c, F, g.h, g.w, s->chunk);
         cnn_wino_plan(&s->bwd, F, g.c, g.h, g.w, s->chunk);
+        s->wino_grad = cnn_wino_grad_ok(&s->fwd);
+        if (s->wino_grad)
+            s->db_at = (size_t)16 * g.c * s->fwd.fpad;
         s->work_size = max_size(s->work_size,
                                 max_size(cnn_wino_work_floats(&s->fwd),
                                          cnn_wino_work_floats(&s->bwd)));
+        if (s->wino_grad)
+            s->work_size = max_size(s->work_size,
+                                    cnn_wino_grad_work_floats(&s->fwd));
         u_size = max_size(cnn_wino_weight_floats(&s->fwd),
                           cnn_wino_weight_floats(&s->bwd));
     }
+    s->grad_size = s->db_at + F;
     /* Whole cache lines per slot, so that no two threads share one. */
     s->work_size = (s->work_size + 15) / 16 * 16;
     s->work_mem = cnn_layer_alloc(l, (s->work_size * s->slots + 16) *
@@ -221,42 +231,63 @@ static void forward_part(void *ctx, int part, int lo, int hi)
     }
 }
 
-/* Chunks [lo, hi): this part's dW and db into its own grad slot, dx
- * straight into place. */
+/* The weight and bias gradient of examples [first, first + nb) through
+ * im2col: dy to tmp[F, nb * ohw], then one GEMM against the columns. */
+static void unfold_grad(const struct job *j, int first, int nb, float *col,
+                        float *tmp, float *dW, float *db)
+{
+    int cols = nb * j->ohw;
+    /* dy[nb, F, ohw] -> tmp[F, nb, ohw], summing the bias gradient. */
+    for (int i = 0; i < nb; i++) {
+        const float *dyi = j->dy + (size_t)(first + i) * j->F * j->ohw;
+        for (int f = 0; f < j->F; f++) {
+            const float *src = dyi + (size_t)f * j->ohw;
+            float *dst = tmp + (size_t)f * cols + i * j->ohw;
+            float acc = 0.0f;
+            for (int p = 0; p < j->ohw; p++) {
+                dst[p] = src[p];
+                acc += src[p];
+            }
+            db[f] += acc;
+        }
+    }
+
+    unfold(j, first, nb, col);
+    cnn_gemm(false, true, j->F, j->kk, cols, 1.0f, tmp, cols, col, cols,
+             1.0f, dW, j->kk);
+}
+
+/* Chunks [lo, hi): this part's dW (or Winograd's dU) and db into its
+ * own grad slot, dx straight into place. */
 static void backward_part(void *ctx, int part, int lo, int hi)
 {
     const struct job *j = ctx;
     float *col = j->s->work + part * j->s->work_size;
     float *tmp = col + j->s->col_size;
-    float *dW = j->s->grad + part * j->s->grad_size;    /* [F, kk] */
-    float *db = dW + (size_t)j->F * j->kk;              /* [F] */
+    float *dW = j->s->grad + part * j->s->grad_size;    /* [F, kk] or dU */
+    float *db = dW + j->s->db_at;                       /* [F] */
     memset(dW, 0, j->s->grad_size * sizeof *dW);
 
     for (int ci = lo; ci < hi; ci++) {
         int first, nb = chunk_span(j, ci, &first), cols = nb * j->ohw;
 
-        /* dy[nb, F, ohw] -> tmp[F, nb, ohw], summing the bias gradient. */
-        for (int i = 0; i < nb; i++) {
-            const float *dyi = j->dy + (size_t)(first + i) * j->F * j->ohw;
-            for (int f = 0; f < j->F; f++) {
-                const float *src = dyi + (size_t)f * j->ohw;
-                float *dst = tmp + (size_t)f * cols + i * j->ohw;
+        if (j->s->wino_grad) {
+            const float *dy = j->dy + (size_t)first * j->F * j->ohw;
+            for (int i = 0; i < nb * j->F; i++) {
                 float acc = 0.0f;
-                for (int p = 0; p < j->ohw; p++) {
-                    dst[p] = src[p];
-                    acc += src[p];
-                }
-                db[f] += acc;
+                for (int p = 0; p < j->ohw; p++)
+                    acc += dy[(size_t)i * j->ohw + p];
+                db[i % j->F] += acc;
             }
+            cnn_wino_weight_grad(&j->s->fwd, j->x + (size_t)first *
+                                 j->in_size, dy, nb, dW, col);
+        } else {
+            unfold_grad(j, first, nb, col, tmp, dW, db);
         }
-
-        unfold(j, first, nb, col);
-        cnn_gemm(false, true, j->F, j->kk, cols, 1.0f, tmp, cols, col, cols,
-                 1.0f, dW, j->kk);
         if (!j->dx)
             continue;
         if (j->s->wino) {
-            /* Columns and tmp are spent: Winograd's scratch now. */
+            /* Scratch spent: Winograd's again, for the adjoint. */
             cnn_wino_conv(&j->s->bwd, j->s->U, NULL,
                           j->dy + (size_t)first * j->F * j->ohw, nb,
                           j->dx + (size_t)first * j->in_size, col);
@@ -325,18 +356,24 @@ static void conv_backward(struct cnn_layer *l, const float *x, const float *y,
         cnn_wino_weights(&s->bwd, j.W, true, s->U);
     int parts = run_chunks(&j, backward_part);
 
-    /* The parts' sums, in part order. */
+    /* The parts' sums, in part order; Winograd's dU summed in the
+     * first part's slot, then taken back to filters once. */
     float *dW = l->params[0].grad;
     float *db = l->n_params > 1 ? l->params[1].grad : NULL;
-    size_t nw = (size_t)j.F * j.kk;
     for (int p = 0; p < parts; p++) {
         const float *g = s->grad + p * s->grad_size;
-        for (size_t i = 0; i < nw; i++)
-            dW[i] += g[i];
+        if (!s->wino_grad)
+            for (size_t i = 0; i < s->db_at; i++)
+                dW[i] += g[i];
+        else if (p > 0)
+            for (size_t i = 0; i < s->db_at; i++)
+                s->grad[i] += g[i];
         if (db)
             for (int f = 0; f < j.F; f++)
-                db[f] += g[nw + f];
+                db[f] += g[s->db_at + f];
     }
+    if (s->wino_grad)
+        cnn_wino_weight_grad_finish(&s->fwd, s->grad, dW);
 }
 
 static void conv_destroy(struct cnn_layer *l)

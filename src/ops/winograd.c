@@ -245,6 +245,23 @@ static void output_plane(const struct cnn_wino *p, const float *m,
     }
 }
 
+/* V[16][c][tiles] for n examples of x. The slots past the last tile
+ * are multiplied too: zeros, not whatever the last plane's vectors left
+ * there. */
+static void input_all(const struct cnn_wino *p, const float *x, int n,
+                      float *V, float *Q)
+{
+    size_t tiles = tiles_for(p, n), per = slots_per(p);
+    size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
+    for (int e = 0; e < n; e++)
+        for (int ch = 0; ch < p->c; ch++) {
+            split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q);
+            input_plane(p, Q, V + ch * tiles + e * per, (size_t)p->c * tiles);
+        }
+    for (size_t r = 0; r < 16 * (size_t)p->c; r++)
+        memset(V + r * tiles + used, 0, (tiles - used) * sizeof *V);
+}
+
 void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
                    const float *x, int n, float *y, float *work)
 {
@@ -255,16 +272,7 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
     float *M = V + 16 * vq;             /* [16][fpad][tiles] */
     float *Q = M + 16 * mq;             /* [4][quarter_floats] */
 
-    for (int e = 0; e < n; e++)
-        for (int ch = 0; ch < p->c; ch++) {
-            split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q);
-            input_plane(p, Q, V + ch * tiles + e * per, vq);
-        }
-    /* The slots past the last tile are multiplied too: zeros, not
-     * whatever the last plane's vectors left there. */
-    for (size_t r = 0; r < 16 * (size_t)p->c; r++)
-        memset(V + r * tiles + used, 0, (tiles - used) * sizeof *V);
-
+    input_all(p, x, n, V, Q);
     for (int q = 0; q < 16; q++)
         for (size_t t = 0; t < used; t += L)
             product(p, U + (size_t)q * p->c * p->fpad, V + q * vq + t, tiles,
@@ -275,4 +283,150 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
             output_plane(p, M + f * tiles + e * per, mq,
                          bias ? bias[f] : 0.0f,
                          y + ((size_t)e * p->f + f) * plane, Q);
+}
+
+/* --- the weight gradient -------------------------------------------------
+ *
+ * With Z = the sum over channels of U (.) V, the output is At Z A, so the
+ * gradient of Z is E = A dY At (a tile's 2x2 output gradient taken to
+ * 4x4), that of U is the sum over tiles of E (.) V, and that of the
+ * filter is Gt dU G. The sum over tiles runs with 16 filters in the
+ * lanes: the output gradient is first turned channels-last (it is a
+ * quarter the size of E), so that E comes out as [16][tiles][fpad] and
+ * the sum is the forward product's kernel with the roles turned: a
+ * vector of E times a broadcast tile of V. */
+
+bool cnn_wino_grad_ok(const struct cnn_wino *p)
+{
+    return p->c % L == 0;
+}
+
+size_t cnn_wino_grad_work_floats(const struct cnn_wino *p)
+{
+    size_t yt = (size_t)p->h * p->w * p->fpad, q = 4 * quarter_floats(p);
+    return 16 * tiles_for(p, p->nb) * (p->c + p->fpad) + (yt > q ? yt : q);
+}
+
+/* yt[h * w][fpad] = dy[f][h * w] of one example, zero past f. */
+static void channels_last(const struct cnn_wino *p, const float *dy, float *yt)
+{
+    size_t hw = (size_t)p->h * p->w;
+    for (size_t i0 = 0; i0 < hw; i0 += L) {
+        size_t i1 = i0 + L < hw ? i0 + L : hw;
+        for (int f = 0; f < p->fpad; f++)
+            for (size_t i = i0; i < i1; i++)
+                yt[i * p->fpad + f] = f < p->f ? dy[f * hw + i] : 0.0f;
+    }
+}
+
+/* E[q][t][fpad] for the tiles of one example, t from its first slot:
+ * (A dy At) with the rows of A y0, y0 + y1, y0 - y1, -y1; zero in the
+ * dummy slots. */
+static void grad_example(const struct cnn_wino *p, const float *yt, float *E,
+                         size_t qstep)
+{
+    int S = p->tw + 1, fp = p->fpad;
+    static const vec zero;
+    for (int ty = 0; ty < p->th; ty++) {
+        for (int tx = 0; tx < S; tx++) {
+            float *e = E + ((size_t)ty * S + tx) * fp;
+            for (int f0 = 0; f0 < fp; f0 += L) {
+                vec y[2][2], z[4][2];
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++) {
+                        int oy = 2 * ty + a, ox = 2 * tx + b;
+                        bool in = tx < p->tw && oy < p->h && ox < p->w;
+                        y[a][b] = in ? load(yt + ((size_t)oy * p->w + ox) *
+                                            fp + f0) : zero;
+                    }
+                for (int b = 0; b < 2; b++) {
+                    z[0][b] = y[0][b];
+                    z[1][b] = y[0][b] + y[1][b];
+                    z[2][b] = y[0][b] - y[1][b];
+                    z[3][b] = -y[1][b];
+                }
+                for (int i = 0; i < 4; i++) {
+                    float *ei = e + (size_t)(4 * i) * qstep + f0;
+                    store(ei, z[i][0]);
+                    store(ei + qstep, z[i][0] + z[i][1]);
+                    store(ei + 2 * qstep, z[i][0] - z[i][1]);
+                    store(ei + 3 * qstep, -z[i][1]);
+                }
+            }
+        }
+    }
+}
+
+/* dUt[c][fpad] += sum over tiles t < n of V[c][t] E[t][fpad] at one point
+ * of the domain: sixteen accumulators, one per channel, of sixteen
+ * filters. */
+static void grad_product(const struct cnn_wino *p, const float *E,
+                         const float *V, size_t tiles, size_t n, float *dUt)
+{
+    int fp = p->fpad;
+    for (int c0 = 0; c0 < p->c; c0 += L) {
+        for (int f0 = 0; f0 < fp; f0 += L) {
+            vec acc[L];
+            for (int k = 0; k < L; k++)
+                acc[k] = (vec){0};
+            const float *v = V + (size_t)c0 * tiles;
+            for (size_t t = 0; t < n; t++) {
+                vec ev = load(E + t * fp + f0);
+                for (int k = 0; k < L; k++)
+                    acc[k] += v[k * tiles + t] * ev;
+            }
+            for (int k = 0; k < L; k++) {
+                float *d = dUt + (size_t)(c0 + k) * fp + f0;
+                store(d, load(d) + acc[k]);
+            }
+        }
+    }
+}
+
+void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
+                          const float *dy, int n, float *dUt, float *work)
+{
+    size_t tiles = tiles_for(p, n), per = slots_per(p);
+    size_t plane = (size_t)p->h * p->w, fp = p->fpad;
+    size_t vq = (size_t)p->c * tiles, eq = tiles * fp;
+    float *V = work;                    /* [16][c][tiles] */
+    float *E = V + 16 * vq;             /* [16][tiles][fpad] */
+    float *Q = E + 16 * eq;             /* quarter planes, or yt */
+
+    for (int e = 0; e < n; e++) {
+        channels_last(p, dy + (size_t)e * p->f * plane, Q);
+        grad_example(p, Q, E + e * per * fp, eq);
+    }
+    input_all(p, x, n, V, Q);
+    for (int q = 0; q < 16; q++)
+        grad_product(p, E + q * eq, V + q * vq, tiles, (size_t)n * per,
+                     dUt + (size_t)q * p->c * fp);
+}
+
+void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
+                                 float *dW)
+{
+    /* The columns of G: (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2,
+     * 1/2, 1). */
+    static const float G[4][3] = {
+        {1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f},
+        {0.0f, 0.0f, 1.0f},
+    };
+    size_t qstep = (size_t)p->c * p->fpad;
+    for (int f = 0; f < p->f; f++) {
+        for (int c = 0; c < p->c; c++) {
+            float u[4][4], t[3][4];
+            for (int q = 0; q < 16; q++)
+                u[q / 4][q % 4] = dUt[q * qstep + (size_t)c * p->fpad + f];
+            for (int a = 0; a < 3; a++)
+                for (int j = 0; j < 4; j++)
+                    t[a][j] = G[0][a] * u[0][j] + G[1][a] * u[1][j] +
+                              G[2][a] * u[2][j] + G[3][a] * u[3][j];
+            float *dw = dW + ((size_t)f * p->c + c) * 9;
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++)
+                    dw[a * 3 + b] += t[a][0] * G[0][b] + t[a][1] * G[1][b] +
+                                     t[a][2] * G[2][b] + t[a][3] * G[3][b];
+        }
+    }
 }
