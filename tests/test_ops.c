@@ -215,6 +215,45 @@ static void test_bf16_round_trip(void **state)
         assert_true(fabsf(r[i] - v[i]) <= fabsf(v[i]) * (1.0f / 256));
 }
 
+/* The lane sums against plain double sums, on lengths around the lanes
+ * (16) and the blocks (1024), with an offset mean so that centring
+ * matters. */
+static void test_reductions(void **state)
+{
+    (void)state;
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 7, 0, 0);
+    static const size_t lengths[] = {0, 1, 15, 16, 17, 1023, 1024, 1025,
+                                     5000};
+    enum { MAX = 5000 };
+    float *x = malloc(MAX * sizeof *x), *d = malloc(MAX * sizeof *d);
+    assert_non_null(x);
+    assert_non_null(d);
+    fill(x, MAX, &rng);
+    fill(d, MAX, &rng);
+    for (size_t i = 0; i < MAX; i++)
+        x[i] += 3.0f;
+    for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+        size_t n = lengths[k];
+        double s = 0, q = 0, sd = 0, sp = 0;
+        for (size_t i = 0; i < n; i++) {
+            s += x[i];
+            q += (double)x[i] * x[i];
+            sd += d[i];
+            sp += (double)d[i] * (x[i] - 3.0);
+        }
+        double got_s = 1, got_q = 2, got_sd = 3, got_sp = 4;   /* added to */
+        cnn_sum_squares(x, n, &got_s, &got_q);
+        cnn_sum_products(d, x, 3.0f, n, &got_sd, &got_sp);
+        assert_true(fabs(got_s - 1 - s) <= 1e-5 * (1 + fabs(s)));
+        assert_true(fabs(got_q - 2 - q) <= 1e-5 * (1 + fabs(q)));
+        assert_true(fabs(got_sd - 3 - sd) <= 1e-4 * (1 + sqrt((double)n)));
+        assert_true(fabs(got_sp - 4 - sp) <= 1e-4 * (1 + sqrt((double)n)));
+    }
+    free(x);
+    free(d);
+}
+
 static void test_out_size(void **state)
 {
     assert_int_equal(cnn_conv_out_size(28, 5, 1, 2), 28);
@@ -231,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_im2col_layout),
         cmocka_unit_test(test_im2col_entries),
         cmocka_unit_test(test_out_size),
+        cmocka_unit_test(test_reductions),
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_bf16_round_trip),
     };

@@ -90,6 +90,13 @@ void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
 void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
                                  float *dW);
 
+/* Reductions in float lanes, added up in double every 1024 elements:
+ * *sum += the sum of x[0..n), *sq += that of its squares; and *sum_d +=
+ * the sum of d, *sum_dx += that of d * (x - mean). */
+void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq);
+void cnn_sum_products(const float *d, const float *x, float mean, size_t n,
+                      double *sum_d, double *sum_dx);
+
 /* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
  * leaves OpenBLAS's default. Returns the count in use. */
 int cnn_blas_threads(int n);

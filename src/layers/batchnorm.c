@@ -92,13 +92,8 @@ static void sums_part(void *ctx, int lo, int hi)
     size_t size = (size_t)p->C * p->hw;
     for (int c = lo; c < hi; c++) {
         double sum = 0, sq = 0;
-        for (int i = 0; i < p->n; i++) {
-            const float *v = p->x + i * size + c * p->hw;
-            for (size_t j = 0; j < p->hw; j++) {
-                sum += v[j];
-                sq += (double)v[j] * v[j];
-            }
-        }
+        for (int i = 0; i < p->n; i++)
+            cnn_sum_squares(p->x + i * size + c * p->hw, p->hw, &sum, &sq);
         p->s->sums[c] = sum;
         p->s->sums[p->C + c] = sq;
     }
@@ -180,15 +175,12 @@ static void grad_sums_part(void *ctx, int lo, int hi)
     float *dgamma = p->l->params[0].grad, *dbeta = p->l->params[1].grad;
     for (int c = lo; c < hi; c++) {
         float mean = s->mean[c], invstd = s->invstd[c];
-        double sum_dy = 0, sum_dy_xhat = 0;
-        for (int i = 0; i < p->n; i++) {
-            const float *v = p->x + i * size + c * hw;
-            const float *d = p->dy + i * size + c * hw;
-            for (size_t j = 0; j < hw; j++) {
-                sum_dy += d[j];
-                sum_dy_xhat += (double)d[j] * (v[j] - mean) * invstd;
-            }
-        }
+        double sum_dy = 0, sum_dy_xc = 0;
+        for (int i = 0; i < p->n; i++)
+            cnn_sum_products(p->dy + i * size + c * hw,
+                             p->x + i * size + c * hw, mean, hw, &sum_dy,
+                             &sum_dy_xc);
+        double sum_dy_xhat = sum_dy_xc * invstd;
         dgamma[c] += (float)sum_dy_xhat;
         dbeta[c] += (float)sum_dy;
         s->sums[c] = sum_dy;

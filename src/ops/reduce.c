@@ -1,0 +1,75 @@
+/*
+ * Sums over float arrays for per-channel statistics (batchnorm). A
+ * running double, one element at a time, is a chain of dependent adds
+ * that the compiler may not reorder (ISO C does not let it reassociate),
+ * so it runs at one add per add latency. Here sixteen-lane float sums
+ * run over blocks of BLOCK elements and each block's lanes are added
+ * into the double: in a block a lane sums at most BLOCK / 16 terms, so
+ * the float rounding stays that of short sums.
+ */
+#include "cnn/ops.h"
+
+enum { LANES = 16, BLOCK = 1024 };
+
+typedef float vec __attribute__((vector_size(LANES * sizeof(float)),
+                                 aligned(4)));
+
+static inline vec load(const float *p)
+{
+    return *(const vec *)p;
+}
+
+static double lane_total(vec a)
+{
+    double t = 0;
+    for (int k = 0; k < LANES; k++)
+        t += a[k];
+    return t;
+}
+
+void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq)
+{
+    double s = 0, q = 0;
+    size_t i = 0;
+    while (i + LANES <= n) {
+        size_t end = i + BLOCK < n ? i + BLOCK : n;
+        vec vs = {0}, vq = {0};
+        for (; i + LANES <= end; i += LANES) {
+            vec v = load(x + i);
+            vs += v;
+            vq += v * v;
+        }
+        s += lane_total(vs);
+        q += lane_total(vq);
+    }
+    for (; i < n; i++) {
+        s += x[i];
+        q += (double)x[i] * x[i];
+    }
+    *sum += s;
+    *sq += q;
+}
+
+void cnn_sum_products(const float *d, const float *x, float mean, size_t n,
+                      double *sum_d, double *sum_dx)
+{
+    double s = 0, p = 0;
+    size_t i = 0;
+    while (i + LANES <= n) {
+        size_t end = i + BLOCK < n ? i + BLOCK : n;
+        vec vs = {0}, vp = {0};
+        for (; i + LANES <= end; i += LANES) {
+            vec dv = load(d + i);
+            vs += dv;
+            vp += dv * (load(x + i) - mean);
+        }
+        s += lane_total(vs);
+        p += lane_total(vp);
+    }
+    for (; i < n; i++) {
+        s += d[i];
+        p += (double)d[i] * (x[i] - mean);
+    }
+    *sum_d += s;
+    *sum_dx += p;
+}
