@@ -28,6 +28,10 @@
 
 #include <string.h>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 enum { L = CNN_WINO_LANES };
 
 /* 16 floats, loaded and stored without an alignment promise. */
@@ -121,6 +125,74 @@ static inline void store(float *p, vec v)
     *(vec *)p = v;
 }
 
+/* od[j] = row[2j], ev[j + 1] = row[2j + 1] for the w pixels of a row,
+ * zeros after them, od[0, S) and ev[0, S) filled; ev[0] = 0. */
+static void split_row(const float *row, int w, int S, float *ev, float *od)
+{
+    ev[0] = 0.0f;
+#ifdef __AVX512F__
+    /* 32 pixels at a time; masked loads read zeros past the row. */
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int j = 0; j < S; j += 16) {
+        int left = w - 2 * j;
+        int na = left < 0 ? 0 : left > 16 ? 16 : left;
+        int nb = left < 16 ? 0 : left > 32 ? 16 : left - 16;
+        __m512 a = _mm512_maskz_loadu_ps((__mmask16)((1u << na) - 1),
+                                         row + 2 * j);
+        __m512 b = _mm512_maskz_loadu_ps((__mmask16)((1u << nb) - 1),
+                                         row + 2 * j + 16);
+        int nod = S - j < 16 ? S - j : 16, nev = S - 1 - j < 16 ? S - 1 - j
+                                                                 : 16;
+        _mm512_mask_storeu_ps(od + j, (__mmask16)((1u << nod) - 1),
+                              _mm512_permutex2var_ps(a, even, b));
+        if (nev > 0)
+            _mm512_mask_storeu_ps(ev + j + 1, (__mmask16)((1u << nev) - 1),
+                                  _mm512_permutex2var_ps(a, odd, b));
+    }
+#else
+    int nev = w / 2, nod = (w + 1) / 2;     /* ev[1, nev], od[0, nod) */
+    for (int j = 1; j <= nev; j++)
+        ev[j] = row[2 * j - 1];
+    for (int j = nev + 1; j < S; j++)
+        ev[j] = 0.0f;
+    for (int j = 0; j < nod; j++)
+        od[j] = row[2 * j];
+    for (int j = nod; j < S; j++)
+        od[j] = 0.0f;
+#endif
+}
+
+/* row[2j] = p0[j], row[2j + 1] = p1[j] for the w pixels of a row. p0 and
+ * p1 may be read up to 16 floats past the w / 2 they give. */
+static void merge_row(const float *p0, const float *p1, int w, float *row)
+{
+#ifdef __AVX512F__
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                        18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int j = 0; 2 * j < w; j += 16) {
+        __m512 a = _mm512_loadu_ps(p0 + j), b = _mm512_loadu_ps(p1 + j);
+        int left = w - 2 * j;
+        int na = left > 16 ? 16 : left;
+        int nb = left < 16 ? 0 : left > 32 ? 16 : left - 16;
+        _mm512_mask_storeu_ps(row + 2 * j, (__mmask16)((1u << na) - 1),
+                              _mm512_permutex2var_ps(a, lo, b));
+        _mm512_mask_storeu_ps(row + 2 * j + 16, (__mmask16)((1u << nb) - 1),
+                              _mm512_permutex2var_ps(a, hi, b));
+    }
+#else
+    int even = w / 2;
+    for (int j = 0; j < even; j++) {
+        row[2 * j] = p0[j];
+        row[2 * j + 1] = p1[j];
+    }
+    if (w % 2)
+        row[w - 1] = p0[even];
+#endif
+}
+
 /* The plane padded by one zero pixel all round, split into its four
  * phases: Q[2a + b][i * S + j] = x[2i + a - 1][2j + b - 1], S = tw + 1,
  * zero outside the image, i in [0, th], j in [0, tw]; the slack after
@@ -139,17 +211,7 @@ static void split_plane(const struct cnn_wino *p, const float *x, float *Q)
                 memset(od, 0, S * sizeof *od);
                 continue;
             }
-            const float *row = x + (size_t)y * w;
-            int nev = w / 2, nod = (w + 1) / 2;     /* ev[1, nev], od[0, nod) */
-            ev[0] = 0.0f;
-            for (int j = 1; j <= nev; j++)
-                ev[j] = row[2 * j - 1];
-            for (int j = nev + 1; j < S; j++)
-                ev[j] = 0.0f;
-            for (int j = 0; j < nod; j++)
-                od[j] = row[2 * j];
-            for (int j = nod; j < S; j++)
-                od[j] = 0.0f;
+            split_row(x + (size_t)y * w, w, S, ev, od);
         }
     }
     size_t used = (size_t)(p->th + 1) * S;
@@ -232,16 +294,9 @@ static void output_plane(const struct cnn_wino *p, const float *m,
             store(P + (2 * a + 1) * qs + k, r[a][1] - r[a][2] - r[a][3] + b);
         }
     }
-    int w = p->w, even = w / 2, odd = (w + 1) / 2;
     for (int oy = 0; oy < p->h; oy++) {
-        const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S, *p1 = p0 + qs;
-        float *row = y + (size_t)oy * w;
-        for (int tx = 0; tx < even; tx++) {
-            row[2 * tx] = p0[tx];
-            row[2 * tx + 1] = p1[tx];
-        }
-        if (odd > even)
-            row[w - 1] = p0[even];
+        const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S;
+        merge_row(p0, p0 + qs, p->w, y + (size_t)oy * p->w);
     }
 }
 
