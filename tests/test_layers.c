@@ -113,7 +113,10 @@ static double gradcheck(struct fixture *f, int n, bool train)
     }
 
     /* Analytic gradients. The net skips dL/dx for its first layer, so
-     * call that layer's backward with a dx buffer ourselves. */
+     * call that layer's backward with a dx buffer ourselves (the layers
+     * checked here start with one that has parameters, or are alone, so
+     * the backward pass reaches layer 0). */
+    assert_int_equal(net->grad_from, 0);
     objective(f, x, r, n, train);
     cnn_net_zero_grad(net);
     cnn_net_backward(net, dout, n);
@@ -186,6 +189,18 @@ static void test_conv2d_grad(void **state)
     check_layer("    - conv2d: {filters: 3, size: 3, pad: 1}\n",
                 (struct cnn_shape){2, 5, 5}, 2, true,
                 (struct cnn_shape){3, 5, 5});
+}
+
+/* Through Winograd's F(2x2, 3x3), the weight gradient's included (16
+ * input channels). F(2x2, 5x5) rounds its outputs about six times
+ * coarser (some 1e-6 of their size, against 2e-7), which central
+ * differences of a float objective at STEP cannot resolve; its checks
+ * against exact sums are test_conv2d_winograd5_naive's. */
+static void test_conv2d_winograd_grad(void **state)
+{
+    check_layer("    - conv2d: {filters: 2, size: 3, pad: 1}\n",
+                (struct cnn_shape){16, 3, 2}, 1, true,
+                (struct cnn_shape){2, 3, 2});
 }
 
 static void test_conv2d_stride_grad(void **state)
@@ -413,19 +428,23 @@ static void test_conv2d_forward_naive(void **state)
     teardown(&f);
 }
 
-/* A 3x3 "same" convolution of C channels of H x W into F filters, for a
+/* A KxK "same" convolution of C channels of H x W into F filters, for a
  * batch of N (built for 17), built with `built` threads and run with
- * `run`: forward, dW, db and dx against direct sums over the definition.
- * At 3 x 24 x 24 into 5 the batch is cut into chunks of 7 examples;
- * with channels in sixteens the weight gradient is Winograd's too. */
-static void check_conv(int C, int H, int W, int F, int built, int run, int N)
+ * `run`: forward, dW, db and dx against direct sums over the definition,
+ * to within a bound that grows with the square root of the terms of a
+ * sum. At 3x3 over 3 x 24 x 24 into 5 the batch is cut into chunks of 7
+ * examples; with channels in sixteens the weight gradient is Winograd's
+ * too. */
+static void check_conv(int K, int C, int H, int W, int F, int built, int run,
+                       int N)
 {
+    int KK = K * K, P = K / 2;
     int threads = cnn_blas_threads(0);
     cnn_blas_threads(built);
     struct fixture f = {0};
     char layer[80];
     snprintf(layer, sizeof layer,
-             "    - conv2d: {filters: %d, size: 3, pad: 1}\n", F);
+             "    - conv2d: {filters: %d, size: %d, pad: %d}\n", F, K, P);
     build(&f, layer, (struct cnn_shape){C, H, W}, 17);
     cnn_blas_threads(run);
     struct cnn_net *net = &f.net;
@@ -439,7 +458,7 @@ static void check_conv(int C, int H, int W, int F, int built, int run, int N)
     const float *y = cnn_net_forward(net, N, true);
     float *dy = malloc(N * out * sizeof *dy);
     float *dx = malloc(N * in * sizeof *dx);
-    double *rdw = calloc(F * C * 9, sizeof *rdw);
+    double *rdw = calloc(F * C * KK, sizeof *rdw);
     double *rdx = calloc(N * in, sizeof *rdx);
     assert_non_null(dy);
     assert_non_null(dx);
@@ -461,12 +480,12 @@ static void check_conv(int C, int H, int W, int F, int built, int run, int N)
                     size_t at = (((size_t)n * F + o) * H + oy) * W + ox;
                     double acc = b[o];
                     for (int c = 0; c < C; c++)
-                        for (int k = 0; k < 9; k++) {
-                            int yy = oy - 1 + k / 3, xx = ox - 1 + k % 3;
+                        for (int k = 0; k < KK; k++) {
+                            int yy = oy - P + k / K, xx = ox - P + k % K;
                             if (yy < 0 || yy >= H || xx < 0 || xx >= W)
                                 continue;
                             size_t xi = n * in + ((size_t)c * H + yy) * W + xx;
-                            size_t wi = (o * C + c) * 9 + k;
+                            size_t wi = (o * C + c) * KK + k;
                             acc += (double)Wt[wi] * x[xi];
                             rdw[wi] += (double)dy[at] * x[xi];
                             rdx[xi] += (double)dy[at] * Wt[wi];
@@ -477,14 +496,19 @@ static void check_conv(int C, int H, int W, int F, int built, int run, int N)
         worst_db = fmax(worst_db, fabs(db[o] - sum_dy));
     }
     double worst_dw = 0, worst_dx = 0;
-    for (int i = 0; i < F * C * 9; i++)
+    for (int i = 0; i < F * C * KK; i++)
         worst_dw = fmax(worst_dw, fabs(dW[i] - rdw[i]));
     for (size_t i = 0; i < N * in; i++)
         worst_dx = fmax(worst_dx, fabs(dx[i] - rdx[i]));
-    assert_true(worst_y < 1e-4);
-    assert_true(worst_db < 1e-2);       /* sums of ~10^4 normal values */
-    assert_true(worst_dw < 1e-2);
-    assert_true(worst_dx < 1e-4);
+    /* Terms of each sum: y's and dx's, dW's and db's. */
+    double ty = sqrt((double)C * KK / 27), tw = sqrt((double)N * H * W / 10e3);
+    printf("# conv %dx%d %dx%dx%d -> %d, n %d: y %.1e dx %.1e dW %.1e "
+           "db %.1e\n", K, K, C, H, W, F, N, worst_y, worst_dx, worst_dw,
+           worst_db);
+    assert_true(worst_y < 1e-4 * fmax(ty, 1));
+    assert_true(worst_db < 1e-2 * fmax(tw, 1));  /* 10^4 normal values */
+    assert_true(worst_dw < 1e-2 * fmax(tw, 1));
+    assert_true(worst_dx < 1e-4 * fmax(ty, 1));
 
     free(dy);
     free(dx);
@@ -496,7 +520,7 @@ static void check_conv(int C, int H, int W, int F, int built, int run, int N)
 
 static void check_conv_chunks(int built, int run, int N)
 {
-    check_conv(3, 24, 24, 5, built, run, N);
+    check_conv(3, 3, 24, 24, 5, built, run, N);
 }
 
 static void test_conv2d_chunks_naive(void **state)
@@ -509,16 +533,31 @@ static void test_conv2d_chunks_naive(void **state)
     check_conv_chunks(2, 2, 9);         /* a short last batch */
 }
 
-/* Winograd's weight gradient, on even and odd sizes, filters in and
- * out of sixteens, and planes of fewer tiles than a vector holds. */
+/* F(2x2, 3x3) (8 or more channels in and out): the weight gradient
+ * Winograd's too with input channels in sixteens, im2col's otherwise;
+ * even and odd sizes, filters in and out of sixteens, planes of fewer
+ * tiles than a vector holds. */
 static void test_conv2d_winograd_naive(void **state)
 {
     (void)state;
-    check_conv(16, 8, 8, 16, 2, 2, 17);
-    check_conv(16, 7, 9, 5, 2, 2, 17);
-    check_conv(32, 3, 5, 20, 2, 1, 17);
-    check_conv(16, 14, 14, 32, 2, 2, 5);
-    check_conv(16, 1, 1, 4, 1, 1, 3);
+    check_conv(3, 16, 8, 8, 16, 2, 2, 17);
+    check_conv(3, 16, 7, 9, 9, 2, 2, 17);
+    check_conv(3, 32, 3, 5, 20, 2, 1, 17);
+    check_conv(3, 16, 14, 14, 32, 2, 2, 5);
+    check_conv(3, 16, 1, 1, 8, 1, 1, 3);
+    check_conv(3, 12, 7, 9, 10, 2, 2, 17);
+}
+
+/* F(2x2, 5x5): LeNet's second layer, odd sizes, channel counts whose
+ * weight gradient is im2col's, and planes smaller than the window. */
+static void test_conv2d_winograd5_naive(void **state)
+{
+    (void)state;
+    check_conv(5, 32, 14, 14, 64, 2, 2, 9);
+    check_conv(5, 8, 28, 28, 32, 2, 2, 5);
+    check_conv(5, 16, 9, 7, 9, 2, 1, 17);
+    check_conv(5, 12, 6, 5, 8, 1, 1, 4);
+    check_conv(5, 16, 2, 3, 16, 2, 2, 3);
 }
 
 static void test_dense_forward_naive(void **state)
@@ -590,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_dense_grad),
         cmocka_unit_test(test_dense_nobias_grad),
         cmocka_unit_test(test_conv2d_grad),
+        cmocka_unit_test(test_conv2d_winograd_grad),
         cmocka_unit_test(test_conv2d_stride_grad),
         cmocka_unit_test(test_conv2d_1x1_grad),
         cmocka_unit_test(test_maxpool_grad),
@@ -611,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_forward_naive),
         cmocka_unit_test(test_conv2d_chunks_naive),
         cmocka_unit_test(test_conv2d_winograd_naive),
+        cmocka_unit_test(test_conv2d_winograd5_naive),
         cmocka_unit_test(test_dense_forward_naive),
         cmocka_unit_test(test_pool_forward_values),
         cmocka_unit_test(test_dropout_modes),

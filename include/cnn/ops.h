@@ -43,20 +43,28 @@ void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
  * overwritten with zeros. */
 void cnn_col2im(const struct cnn_conv_geom *g, float *col, int ld, float *im);
 
-/* Winograd F(2x2, 3x3): a 3x3 convolution at stride 1 and zero
- * padding 1 (output h x w, as the input) from 2x2 output tiles, with
- * 2.25 times fewer multiplications than im2col's product. A plan holds
- * the shapes: c input and f output channels, up to nb examples a call. */
+/* Winograd F(2x2, rxr), r = 3 or 5: an r x r convolution at stride 1
+ * and zero padding r / 2 (output h x w, as the input) from 2x2 output
+ * tiles, with 2.25 (r = 3) or 2.8 (r = 5) times fewer multiplications
+ * than im2col's product. A plan holds the shapes: c input and f output
+ * channels, up to nb examples a call. */
 enum { CNN_WINO_LANES = 16 };
 
 struct cnn_wino {
+    int r, a, points;   /* filter size, tile size r + 1, a * a */
     int c, f, h, w;
     int th, tw;         /* tiles down and across: h and w halved, up */
+    int S, rows;        /* slots per row of tiles, rows of a phase plane */
     int fpad;           /* f rounded up to CNN_WINO_LANES */
     int nb;
 };
 
-void cnn_wino_plan(struct cnn_wino *p, int c, int f, int h, int w, int nb);
+/* True for the windows Winograd takes: k x k, k = 3 or 5, at stride 1
+ * with padding k / 2. */
+bool cnn_wino_fits(int k, int stride, int pad);
+
+void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
+                   int nb);
 
 /* Scratch floats for one call on nb examples, and floats of the
  * transformed weights. */
@@ -64,8 +72,8 @@ size_t cnn_wino_work_floats(const struct cnn_wino *p);
 size_t cnn_wino_weight_floats(const struct cnn_wino *p);
 
 /* Transforms the filters into U (cnn_wino_weight_floats). W is the
- * plan's own filters [f, c, 3, 3]; with adjoint, it is the filters of
- * the convolution this one is the adjoint of, [c, f, 3, 3], used turned
+ * plan's own filters [f, c, r, r]; with adjoint, it is the filters of
+ * the convolution this one is the adjoint of, [c, f, r, r], used turned
  * 180 degrees and transposed: the convolution then takes that
  * convolution's output gradient to its input gradient. */
 void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
@@ -78,11 +86,11 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
                    const float *x, int n, float *y, float *work);
 
 /* The weight gradient, for plans with c a multiple of CNN_WINO_LANES
- * (cnn_wino_grad_ok): dUt[16, c, fpad] += its transform-domain sum over
+ * (cnn_wino_grad_ok): dUt[points, c, fpad] += its transform-domain sum over
  * the n examples of x[n, c, h, w] and the output gradient dy[n, f, h,
  * w]; work of cnn_wino_grad_work_floats. Then
  * cnn_wino_weight_grad_finish adds the filters' gradient it makes to
- * dW[f, c, 3, 3]. */
+ * dW[f, c, r, r]. */
 bool cnn_wino_grad_ok(const struct cnn_wino *p);
 size_t cnn_wino_grad_work_floats(const struct cnn_wino *p);
 void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,

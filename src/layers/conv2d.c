@@ -16,14 +16,16 @@
  * threads' partial sums, so it depends on the thread count, in the last
  * bits.
  *
- * A 3x3 window at stride 1 with padding 1 takes Winograd's F(2x2, 3x3)
- * (src/ops/winograd.c) for the output and for the input gradient, the
- * adjoint convolution; the weight gradient stays one GEMM per chunk. A
- * chunk's scratch serves both: im2col's columns and GEMM output, or
- * Winograd's transformed tiles.
+ * A 3x3 or 5x5 window at stride 1 with "same" padding takes Winograd's
+ * F(2x2, 3x3) or F(2x2, 5x5) (src/ops/winograd.c) for the output, for
+ * the input gradient (the adjoint convolution) and, when the input
+ * channels come in sixteens, for the weight gradient; otherwise the
+ * weight gradient is one GEMM per chunk. A chunk's scratch serves both:
+ * im2col's columns and GEMM output, or Winograd's transformed tiles.
  *
- * Missing: grouped and dilated convolution; Winograd for the weight
- * gradient and for other sizes and paddings.
+ * Missing: grouped and dilated convolution; Winograd for other sizes,
+ * paddings and strides, and for the weight gradient of channel counts
+ * that are not multiples of 16.
  */
 #include "cnn/layer.h"
 #include "cnn/ops.h"
@@ -51,7 +53,7 @@ struct conv_state {
                          * chunk*oh*ow] (y or dy), or Winograd's scratch */
     float *grad;        /* [slots][filters*c*kh*kw + filters]: dW, db */
     size_t db_at;       /* where db starts in a grad slot */
-    bool wino;          /* 3x3, stride 1, pad 1: Winograd */
+    bool wino;          /* 3x3 or 5x5, stride 1, "same": Winograd */
     bool wino_grad;     /* and for the weight gradient (channels in
                          * sixteens) */
     struct cnn_wino fwd, bwd;   /* x -> y, and dy -> dx */
@@ -135,14 +137,17 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     s->tmp_size = (size_t)F * ohw * s->chunk;
     s->work_size = s->col_size + s->tmp_size;
     s->db_at = (size_t)F * kk;
-    s->wino = g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1;
+    /* With a channel or two in or out, the transforms cost more than the
+     * products save (LeNet's and ResNet's first layers). */
+    s->wino = g.kh == g.kw && cnn_wino_fits(g.kh, g.stride, g.pad) &&
+              g.c >= 8 && F >= 8;
     size_t u_size = 1;
     if (s->wino) {
-        cnn_wino_plan(&s->fwd, g.c, F, g.h, g.w, s->chunk);
-        cnn_wino_plan(&s->bwd, F, g.c, g.h, g.w, s->chunk);
+        cnn_wino_plan(&s->fwd, g.kh, g.c, F, g.h, g.w, s->chunk);
+        cnn_wino_plan(&s->bwd, g.kh, F, g.c, g.h, g.w, s->chunk);
         s->wino_grad = cnn_wino_grad_ok(&s->fwd);
         if (s->wino_grad)
-            s->db_at = (size_t)16 * g.c * s->fwd.fpad;
+            s->db_at = (size_t)s->fwd.points * g.c * s->fwd.fpad;
         s->work_size = max_size(s->work_size,
                                 max_size(cnn_wino_work_floats(&s->fwd),
                                          cnn_wino_work_floats(&s->bwd)));

@@ -1,25 +1,33 @@
 /*
- * Winograd's minimal filtering F(2x2, 3x3): a 3x3 convolution at stride
- * 1 with one pixel of zero padding, the output the size of the input.
- * Each 2x2 block of output (a tile) comes from the 4x4 block of input
- * around it. Input tiles (V = Bt d B) and filters (U = G g Gt) are taken
- * to a 4x4 transform domain, where the sum over input channels is 16
- * independent matrix products, one per point of the domain; the output
- * transform (Y = At m A) brings each 4x4 result back to 2x2 pixels. That
- * is 16 multiplications per 4 output pixels where direct convolution
- * takes 36: 2.25 times fewer, for some additions in the transforms.
+ * Winograd's minimal filtering F(2x2, rxr), r = 3 or 5: an r x r
+ * convolution at stride 1 with r / 2 pixels of zero padding, the output
+ * the size of the input. Each 2x2 block of output (a tile) comes from
+ * the a x a block of input around it, a = r + 1. Input tiles
+ * (V = Bt d B) and filters (U = G g Gt) are taken to an a x a transform
+ * domain, where the sum over input channels is a * a independent matrix
+ * products, one per point of the domain; the output transform
+ * (Y = At m A) brings each result back to 2x2 pixels. That is 16 (r = 3)
+ * or 36 (r = 5) multiplications per 4 output pixels where direct
+ * convolution takes 36 or 100: 2.25 or 2.8 times fewer, for some
+ * additions in the transforms.
  *
- In the domain, tiles are numbered through the examples of a call, row
- * by row, and padded to a multiple of 16: V is [16][c][tiles], U is
- * [16][c][fpad], the products M are [16][fpad][tiles]. The transforms
- * run along rows of tiles, as plain loops over arrays that the compiler
- * vectorizes: an input row is split into its even and odd pixels, after
- * which every tile's 4x4 block is in reach of unit-stride loads. A
- * product keeps 16 output channels of 16 tiles in registers while it
- * runs down the input channels, so the matrices need no packing. GCC's
- * vector extensions let the compiler pick the instructions (AVX-512
- * with -march=native); a build for plain x86-64 gives the same results,
- * slower.
+ * The matrices come from the Toom-Cook construction on the points 0, 1,
+ * -1 (and 1/2, -1/2 for r = 5) and infinity; the rows of Bt and G were
+ * scaled against each other so that Bt is in integers. The identity
+ * At [(G g Gt) . (Bt d B)] A = the correlation of d with g was checked in
+ * exact arithmetic, and tests check every path against direct sums.
+ *
+ * In the domain, tiles are numbered through the examples of a call, row
+ * by row, padded to a multiple of 16: V is [a*a][c][tiles], U is
+ * [a*a][c][fpad], the products M are [a*a][fpad][tiles]. Each plane is
+ * first split into its four phases (even and odd rows by even and odd
+ * columns), after which the block of every tile lies at fixed offsets
+ * of one flat index, and the transforms run as whole-vector loops over
+ * a plane. A product keeps 16 output channels of 16 tiles in registers
+ * while it runs down the input channels, so the matrices need no
+ * packing. GCC's vector extensions let the compiler pick the
+ * instructions (AVX-512 with -march=native); a build for plain x86-64
+ * gives the same results, slower.
  *
  * Rounding differs from im2col's in the last bits: the transforms add
  * and subtract inputs before the products.
@@ -32,29 +40,74 @@
 #include <immintrin.h>
 #endif
 
-enum { L = CNN_WINO_LANES };
+enum { L = CNN_WINO_LANES, AMAX = 6 };
 
 /* 16 floats, loaded and stored without an alignment promise. */
 typedef float vec __attribute__((vector_size(L * sizeof(float)), aligned(4)));
 
-void cnn_wino_plan(struct cnn_wino *p, int c, int f, int h, int w, int nb)
+/* The transforms of F(2x2, 3x3) and F(2x2, 5x5), in a table a plan
+ * points at. */
+struct wino_mats {
+    int r, a;
+    float AT[2][AMAX];      /* output: At, 2 x a */
+    float G[AMAX][5];       /* filter: G, a x r */
+    float BT[AMAX][AMAX];   /* input: Bt, a x a */
+};
+
+static const struct wino_mats F23 = {
+    .r = 3, .a = 4,
+    .AT = {{1, 1, 1, 0}, {0, 1, -1, -1}},
+    .G = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}},
+    .BT = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}},
+};
+
+static const struct wino_mats F25 = {
+    .r = 5, .a = 6,
+    .AT = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 0.5f, -0.5f, 1}},
+    .G = {{1, 0, 0, 0, 0},
+          {1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6},
+          {1.0f / 6, -1.0f / 6, 1.0f / 6, -1.0f / 6, 1.0f / 6},
+          {-4.0f / 3, -2.0f / 3, -1.0f / 3, -1.0f / 6, -1.0f / 12},
+          {-4.0f / 3, 2.0f / 3, -1.0f / 3, 1.0f / 6, -1.0f / 12},
+          {0, 0, 0, 0, 0.25f}},
+    .BT = {{1, 0, -5, 0, 4, 0}, {0, -1, -1, 4, 4, 0}, {0, 1, -1, -4, 4, 0},
+           {0, -1, -2, 1, 2, 0}, {0, 1, -2, -1, 2, 0}, {0, 1, 0, -5, 0, 4}},
+};
+
+static const struct wino_mats *mats(const struct cnn_wino *p)
 {
+    return p->r == 3 ? &F23 : &F25;
+}
+
+bool cnn_wino_fits(int k, int stride, int pad)
+{
+    return (k == 3 || k == 5) && stride == 1 && pad == k / 2;
+}
+
+void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
+                   int nb)
+{
+    p->r = r;
+    p->a = r + 1;
+    p->points = p->a * p->a;
     p->c = c;
     p->f = f;
     p->h = h;
     p->w = w;
     p->th = (h + 1) / 2;
     p->tw = (w + 1) / 2;
+    /* A tile reaches a / 2 phase columns and rows: tw slots of a row are
+     * tiles and the rest are dummies, so that every tile's block is at
+     * the same offsets of its slot. */
+    p->S = p->tw + p->a / 2 - 1;
+    p->rows = p->th + p->a / 2 - 1;
     p->fpad = (f + L - 1) / L * L;
     p->nb = nb;
 }
 
-/* Tile slots per example: th rows of tw + 1, the last of each row a
- * dummy, so that the tile at (ty, tx) reads quarter planes at one flat
- * index ty * (tw + 1) + tx (see split_plane). */
 static size_t slots_per(const struct cnn_wino *p)
 {
-    return (size_t)p->th * (p->tw + 1);
+    return (size_t)p->th * p->S;
 }
 
 /* Tile slots of n examples, padded to whole vectors, and one vector
@@ -64,53 +117,53 @@ static size_t tiles_for(const struct cnn_wino *p, int n)
     return ((size_t)n * slots_per(p) + L - 1) / L * L + L;
 }
 
-/* Floats of one quarter plane, with a vector of slack. */
+/* Floats of one phase plane, with slack for whole vectors. */
 static size_t quarter_floats(const struct cnn_wino *p)
 {
-    return (size_t)(p->th + 1) * (p->tw + 1) + 2 * L;
+    return (size_t)p->rows * p->S + 2 * L;
 }
 
 size_t cnn_wino_work_floats(const struct cnn_wino *p)
 {
-    return 16 * tiles_for(p, p->nb) * (p->c + p->fpad) +
+    return p->points * tiles_for(p, p->nb) * (p->c + p->fpad) +
            4 * quarter_floats(p);
 }
 
 size_t cnn_wino_weight_floats(const struct cnn_wino *p)
 {
-    return (size_t)16 * p->c * p->fpad;
+    return (size_t)p->points * p->c * p->fpad;
 }
 
 void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
                       float *U)
 {
+    const struct wino_mats *m = mats(p);
+    int r = p->r, a = p->a, rr = r * r;
     memset(U, 0, cnn_wino_weight_floats(p) * sizeof *U);
     for (int o = 0; o < p->f; o++) {
         for (int i = 0; i < p->c; i++) {
-            /* g[3][3]: the forward filter, or the adjoint's one: the
+            /* g[r][r]: the forward filter, or the adjoint's one: the
              * forward filter from output i to input o, turned 180. */
-            float g[9];
-            const float *src = adjoint ? W + ((size_t)i * p->f + o) * 9
-                                       : W + ((size_t)o * p->c + i) * 9;
-            for (int k = 0; k < 9; k++)
-                g[k] = adjoint ? src[8 - k] : src[k];
+            float g[25], t[AMAX][5];
+            const float *src = adjoint ? W + ((size_t)i * p->f + o) * rr
+                                       : W + ((size_t)o * p->c + i) * rr;
+            for (int k = 0; k < rr; k++)
+                g[k] = adjoint ? src[rr - 1 - k] : src[k];
 
-            /* t = G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2. */
-            float t[4][3];
-            for (int j = 0; j < 3; j++) {
-                float a = g[j], b = g[3 + j], c = g[6 + j];
-                t[0][j] = a;
-                t[1][j] = 0.5f * (a + b + c);
-                t[2][j] = 0.5f * (a - b + c);
-                t[3][j] = c;
-            }
-            /* u = t Gt, the same combination along the rows. */
-            for (int r = 0; r < 4; r++) {
-                float a = t[r][0], b = t[r][1], c = t[r][2];
-                float u[4] = {a, 0.5f * (a + b + c), 0.5f * (a - b + c), c};
-                for (int j = 0; j < 4; j++)
-                    U[((size_t)(r * 4 + j) * p->c + i) * p->fpad + o] = u[j];
-            }
+            for (int x = 0; x < a; x++)             /* t = G g */
+                for (int j = 0; j < r; j++) {
+                    float s = 0;
+                    for (int k = 0; k < r; k++)
+                        s += m->G[x][k] * g[k * r + j];
+                    t[x][j] = s;
+                }
+            for (int x = 0; x < a; x++)             /* u = t Gt */
+                for (int y = 0; y < a; y++) {
+                    float s = 0;
+                    for (int k = 0; k < r; k++)
+                        s += t[x][k] * m->G[y][k];
+                    U[((size_t)(x * a + y) * p->c + i) * p->fpad + o] = s;
+                }
         }
     }
 }
@@ -125,42 +178,43 @@ static inline void store(float *p, vec v)
     *(vec *)p = v;
 }
 
-/* od[j] = row[2j], ev[j + 1] = row[2j + 1] for the w pixels of a row,
- * zeros after them, od[0, S) and ev[0, S) filled; ev[0] = 0. */
-static void split_row(const float *row, int w, int S, float *ev, float *od)
+/* ph0[j] = row[2j - pad], ph1[j] = row[2j + 1 - pad] for j in [0, S),
+ * zero outside the w pixels of the row. */
+static void split_row(const float *row, int w, int pad, int S, float *ph0,
+                      float *ph1)
 {
-    ev[0] = 0.0f;
 #ifdef __AVX512F__
-    /* 32 pixels at a time; masked loads read zeros past the row. */
+    /* 32 pixels at a time; masked loads read zeros outside the row and
+     * never fault. */
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
                                           14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (int j = 0; j < S; j += 16) {
-        int left = w - 2 * j;
-        int na = left < 0 ? 0 : left > 16 ? 16 : left;
-        int nb = left < 16 ? 0 : left > 32 ? 16 : left - 16;
-        __m512 a = _mm512_maskz_loadu_ps((__mmask16)((1u << na) - 1),
-                                         row + 2 * j);
-        __m512 b = _mm512_maskz_loadu_ps((__mmask16)((1u << nb) - 1),
-                                         row + 2 * j + 16);
-        int nod = S - j < 16 ? S - j : 16, nev = S - 1 - j < 16 ? S - 1 - j
-                                                                 : 16;
-        _mm512_mask_storeu_ps(od + j, (__mmask16)((1u << nod) - 1),
-                              _mm512_permutex2var_ps(a, even, b));
-        if (nev > 0)
-            _mm512_mask_storeu_ps(ev + j + 1, (__mmask16)((1u << nev) - 1),
-                                  _mm512_permutex2var_ps(a, odd, b));
+        __mmask16 in[2];
+        for (int half = 0; half < 2; half++) {
+            /* Lanes k with 0 <= 2j + 16 half + k - pad < w. */
+            int first = pad - 2 * j - 16 * half, end = first + w;
+            first = first < 0 ? 0 : first;
+            end = end > 16 ? 16 : end;
+            in[half] = end > first ? (__mmask16)(((1u << end) - 1) &
+                                                 ~((1u << first) - 1)) : 0;
+        }
+        const float *at = row + 2 * j - pad;
+        __m512 lo = _mm512_maskz_loadu_ps(in[0], at);
+        __m512 hi = _mm512_maskz_loadu_ps(in[1], at + 16);
+        int n = S - j < 16 ? S - j : 16;
+        __mmask16 out = (__mmask16)((1u << n) - 1);
+        _mm512_mask_storeu_ps(ph0 + j, out,
+                              _mm512_permutex2var_ps(lo, even, hi));
+        _mm512_mask_storeu_ps(ph1 + j, out,
+                              _mm512_permutex2var_ps(lo, odd, hi));
     }
 #else
-    int nev = w / 2, nod = (w + 1) / 2;     /* ev[1, nev], od[0, nod) */
-    for (int j = 1; j <= nev; j++)
-        ev[j] = row[2 * j - 1];
-    for (int j = nev + 1; j < S; j++)
-        ev[j] = 0.0f;
-    for (int j = 0; j < nod; j++)
-        od[j] = row[2 * j];
-    for (int j = nod; j < S; j++)
-        od[j] = 0.0f;
+    for (int j = 0; j < S; j++) {
+        int x0 = 2 * j - pad, x1 = x0 + 1;
+        ph0[j] = x0 >= 0 && x0 < w ? row[x0] : 0.0f;
+        ph1[j] = x1 >= 0 && x1 < w ? row[x1] : 0.0f;
+    }
 #endif
 }
 
@@ -193,59 +247,96 @@ static void merge_row(const float *p0, const float *p1, int w, float *row)
 #endif
 }
 
-/* The plane padded by one zero pixel all round, split into its four
- * phases: Q[2a + b][i * S + j] = x[2i + a - 1][2j + b - 1], S = tw + 1,
- * zero outside the image, i in [0, th], j in [0, tw]; the slack after
- * each quarter is zeroed. */
+/* The plane padded by r / 2 zero pixels all round, split into its four
+ * phases: Q[2a + b][i * S + j] = x[2i + a - pad][2j + b - pad], zero
+ * outside the image, for i < rows and j < S; the slack after each phase
+ * is zeroed. */
 static void split_plane(const struct cnn_wino *p, const float *x, float *Q)
 {
-    int S = p->tw + 1, w = p->w;
+    int S = p->S, pad = p->r / 2;
     size_t qs = quarter_floats(p);
-    for (int i = 0; i <= p->th; i++) {
+    for (int i = 0; i < p->rows; i++) {
         for (int a = 0; a < 2; a++) {
-            int y = 2 * i + a - 1;
-            float *ev = Q + (size_t)(2 * a) * qs + (size_t)i * S;
-            float *od = ev + qs;
+            int y = 2 * i + a - pad;
+            float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S;
+            float *ph1 = ph0 + qs;
             if (y < 0 || y >= p->h) {
-                memset(ev, 0, S * sizeof *ev);
-                memset(od, 0, S * sizeof *od);
-                continue;
+                memset(ph0, 0, S * sizeof *ph0);
+                memset(ph1, 0, S * sizeof *ph1);
+            } else {
+                split_row(x + (size_t)y * p->w, p->w, pad, S, ph0, ph1);
             }
-            split_row(x + (size_t)y * w, w, S, ev, od);
         }
     }
-    size_t used = (size_t)(p->th + 1) * S;
+    size_t used = (size_t)p->rows * S;
     for (int k = 0; k < 4; k++)
         memset(Q + k * qs + used, 0, (qs - used) * sizeof *Q);
 }
 
-/* V[4r + c][k] = (Bt d B)[r][c] for the tiles k of one plane, from its
- * quarter planes; qstep floats between the 16 points. The rows of Bt
- * (and columns of B): d0 - d2, d1 + d2, d2 - d1, d1 - d3. The tile at
- * k has d[r][c] = Q[2 (r % 2) + c % 2][k + (r / 2) S + c / 2]. */
-static void input_plane(const struct cnn_wino *p, const float *Q, float *V,
-                        size_t qstep)
+/* The tile at slot k has d[y][x] = Q[2 (y % 2) + x % 2][k + (y / 2) S +
+ * x / 2]. */
+static inline vec tile_at(const float *Q, size_t qs, size_t S, size_t k,
+                          int y, int x)
 {
-    size_t S = p->tw + 1, qs = quarter_floats(p), n = slots_per(p);
+    return load(Q + (2 * (y % 2) + x % 2) * qs + k + (y / 2) * S + x / 2);
+}
+
+/* V[4y + x][k] = (Bt d B)[y][x] for the tiles k of one plane, qstep
+ * floats between points, F(2x2, 3x3) written out: the rows of Bt (and
+ * columns of B) are d0 - d2, d1 + d2, d2 - d1, d1 - d3. */
+static void input_plane3(const struct cnn_wino *p, const float *Q, float *V,
+                         size_t qstep)
+{
+    size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
     for (size_t k = 0; k < n; k += L) {
         vec d[4][4], t[4][4];
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++)
-                d[r][c] = load(Q + (2 * (r % 2) + c % 2) * qs + k +
-                               (r / 2) * S + c / 2);
-        for (int c = 0; c < 4; c++) {
-            t[0][c] = d[0][c] - d[2][c];
-            t[1][c] = d[1][c] + d[2][c];
-            t[2][c] = d[2][c] - d[1][c];
-            t[3][c] = d[1][c] - d[3][c];
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++)
+                d[y][x] = tile_at(Q, qs, S, k, y, x);
+        for (int x = 0; x < 4; x++) {
+            t[0][x] = d[0][x] - d[2][x];
+            t[1][x] = d[1][x] + d[2][x];
+            t[2][x] = d[2][x] - d[1][x];
+            t[3][x] = d[1][x] - d[3][x];
         }
-        for (int r = 0; r < 4; r++) {
-            float *v = V + (size_t)(4 * r) * qstep + k;
-            store(v, t[r][0] - t[r][2]);
-            store(v + qstep, t[r][1] + t[r][2]);
-            store(v + 2 * qstep, t[r][2] - t[r][1]);
-            store(v + 3 * qstep, t[r][1] - t[r][3]);
+        for (int y = 0; y < 4; y++) {
+            float *v = V + (size_t)(4 * y) * qstep + k;
+            store(v, t[y][0] - t[y][2]);
+            store(v + qstep, t[y][1] + t[y][2]);
+            store(v + 2 * qstep, t[y][2] - t[y][1]);
+            store(v + 3 * qstep, t[y][1] - t[y][3]);
         }
+    }
+}
+
+/* The same for any table: products by Bt's entries, its zeros skipped. */
+static void input_plane_any(const struct cnn_wino *p, const float *Q,
+                            float *V, size_t qstep)
+{
+    const struct wino_mats *m = mats(p);
+    int a = p->a;
+    size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
+    for (size_t k = 0; k < n; k += L) {
+        vec d[AMAX][AMAX], t[AMAX][AMAX];
+        for (int y = 0; y < a; y++)
+            for (int x = 0; x < a; x++)
+                d[y][x] = tile_at(Q, qs, S, k, y, x);
+        for (int i = 0; i < a; i++)             /* t = Bt d */
+            for (int x = 0; x < a; x++) {
+                vec s = {0};
+                for (int y = 0; y < a; y++)
+                    if (m->BT[i][y] != 0)
+                        s += m->BT[i][y] * d[y][x];
+                t[i][x] = s;
+            }
+        for (int i = 0; i < a; i++)             /* v = t B */
+            for (int j = 0; j < a; j++) {
+                vec s = {0};
+                for (int x = 0; x < a; x++)
+                    if (m->BT[j][x] != 0)
+                        s += m->BT[j][x] * t[i][x];
+                store(V + (size_t)(i * a + j) * qstep + k, s);
+            }
     }
 }
 
@@ -272,26 +363,52 @@ static void product(const struct cnn_wino *p, const float *U, const float *V,
 }
 
 /* One plane of output = At m A (+ b) from the products of its tiles,
- * m[q * qstep + k]. The rows of At: m0 + m1 + m2, m1 - m2 - m3. The
- * four pixels of each tile go to P[2a + b][k] first, whole vectors at a
- * time, then into place. */
+ * m[q * qstep + k]. The four pixels of each tile go to P[2y + x][k]
+ * first, whole vectors at a time, then into place. */
 static void output_plane(const struct cnn_wino *p, const float *m,
                          size_t qstep, float b, float *y, float *P)
 {
-    size_t S = p->tw + 1, qs = quarter_floats(p), n = slots_per(p);
+    const struct wino_mats *mt = mats(p);
+    int a = p->a;
+    size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
     for (size_t k = 0; k < n; k += L) {
-        vec r[2][4];
-        for (int c = 0; c < 4; c++) {
-            vec m0 = load(m + (size_t)(0 + c) * qstep + k);
-            vec m1 = load(m + (size_t)(4 + c) * qstep + k);
-            vec m2 = load(m + (size_t)(8 + c) * qstep + k);
-            vec m3 = load(m + (size_t)(12 + c) * qstep + k);
-            r[0][c] = m0 + m1 + m2;
-            r[1][c] = m1 - m2 - m3;
+        vec r[2][AMAX];
+        if (a == 4) {
+            /* F(2x2, 3x3): the rows of At are m0 + m1 + m2,
+             * m1 - m2 - m3. */
+            for (int x = 0; x < 4; x++) {
+                vec m0 = load(m + (size_t)(0 + x) * qstep + k);
+                vec m1 = load(m + (size_t)(4 + x) * qstep + k);
+                vec m2 = load(m + (size_t)(8 + x) * qstep + k);
+                vec m3 = load(m + (size_t)(12 + x) * qstep + k);
+                r[0][x] = m0 + m1 + m2;
+                r[1][x] = m1 - m2 - m3;
+            }
+        } else {
+            for (int x = 0; x < a; x++) {
+                r[0][x] = r[1][x] = (vec){0};
+                for (int i = 0; i < a; i++) {
+                    vec mi = load(m + (size_t)(i * a + x) * qstep + k);
+                    for (int o = 0; o < 2; o++)
+                        if (mt->AT[o][i] != 0)
+                            r[o][x] += mt->AT[o][i] * mi;
+                }
+            }
         }
-        for (int a = 0; a < 2; a++) {
-            store(P + (2 * a) * qs + k, r[a][0] + r[a][1] + r[a][2] + b);
-            store(P + (2 * a + 1) * qs + k, r[a][1] - r[a][2] - r[a][3] + b);
+        for (int o = 0; o < 2; o++) {
+            if (a == 4) {
+                store(P + (2 * o) * qs + k, r[o][0] + r[o][1] + r[o][2] + b);
+                store(P + (2 * o + 1) * qs + k,
+                      r[o][1] - r[o][2] - r[o][3] + b);
+                continue;
+            }
+            for (int j = 0; j < 2; j++) {
+                vec s = {0};
+                for (int x = 0; x < a; x++)
+                    if (mt->AT[j][x] != 0)
+                        s += mt->AT[j][x] * r[o][x];
+                store(P + (2 * o + j) * qs + k, s + b);
+            }
         }
     }
     for (int oy = 0; oy < p->h; oy++) {
@@ -300,7 +417,7 @@ static void output_plane(const struct cnn_wino *p, const float *m,
     }
 }
 
-/* V[16][c][tiles] for n examples of x. The slots past the last tile
+/* V[points][c][tiles] for n examples of x. The slots past the last tile
  * are multiplied too: zeros, not whatever the last plane's vectors left
  * there. */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
@@ -308,12 +425,17 @@ static void input_all(const struct cnn_wino *p, const float *x, int n,
 {
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
+    size_t vq = (size_t)p->c * tiles;
     for (int e = 0; e < n; e++)
         for (int ch = 0; ch < p->c; ch++) {
             split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q);
-            input_plane(p, Q, V + ch * tiles + e * per, (size_t)p->c * tiles);
+            float *v = V + ch * tiles + e * per;
+            if (p->a == 4)
+                input_plane3(p, Q, v, vq);
+            else
+                input_plane_any(p, Q, v, vq);
         }
-    for (size_t r = 0; r < 16 * (size_t)p->c; r++)
+    for (size_t r = 0; r < (size_t)p->points * p->c; r++)
         memset(V + r * tiles + used, 0, (tiles - used) * sizeof *V);
 }
 
@@ -323,16 +445,15 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
     size_t vq = (size_t)p->c * tiles, mq = (size_t)p->fpad * tiles;
-    float *V = work;                    /* [16][c][tiles] */
-    float *M = V + 16 * vq;             /* [16][fpad][tiles] */
-    float *Q = M + 16 * mq;             /* [4][quarter_floats] */
+    float *V = work;                        /* [points][c][tiles] */
+    float *M = V + p->points * vq;          /* [points][fpad][tiles] */
+    float *Q = M + p->points * mq;          /* [4][quarter_floats] */
 
     input_all(p, x, n, V, Q);
-    for (int q = 0; q < 16; q++)
+    for (int q = 0; q < p->points; q++)
         for (size_t t = 0; t < used; t += L)
             product(p, U + (size_t)q * p->c * p->fpad, V + q * vq + t, tiles,
                     M + q * mq + t);
-
     for (int e = 0; e < n; e++)
         for (int f = 0; f < p->f; f++)
             output_plane(p, M + f * tiles + e * per, mq,
@@ -344,11 +465,11 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
  *
  * With Z = the sum over channels of U (.) V, the output is At Z A, so the
  * gradient of Z is E = A dY At (a tile's 2x2 output gradient taken to
- * 4x4), that of U is the sum over tiles of E (.) V, and that of the
+ * a x a), that of U is the sum over tiles of E (.) V, and that of the
  * filter is Gt dU G. The sum over tiles runs with 16 filters in the
  * lanes: the output gradient is first turned channels-last (it is a
- * quarter the size of E), so that E comes out as [16][tiles][fpad] and
- * the sum is the forward product's kernel with the roles turned: a
+ * small part of E's size), so that E comes out as [points][tiles][fpad]
+ * and the sum is the forward product's kernel with the roles turned: a
  * vector of E times a broadcast tile of V. */
 
 bool cnn_wino_grad_ok(const struct cnn_wino *p)
@@ -359,7 +480,8 @@ bool cnn_wino_grad_ok(const struct cnn_wino *p)
 size_t cnn_wino_grad_work_floats(const struct cnn_wino *p)
 {
     size_t yt = (size_t)p->h * p->w * p->fpad, q = 4 * quarter_floats(p);
-    return 16 * tiles_for(p, p->nb) * (p->c + p->fpad) + (yt > q ? yt : q);
+    return p->points * tiles_for(p, p->nb) * (p->c + p->fpad) +
+           (yt > q ? yt : q);
 }
 
 /* yt[h * w][fpad] = dy[f][h * w] of one example, zero past f. */
@@ -375,38 +497,33 @@ static void channels_last(const struct cnn_wino *p, const float *dy, float *yt)
 }
 
 /* E[q][t][fpad] for the tiles of one example, t from its first slot:
- * (A dy At) with the rows of A y0, y0 + y1, y0 - y1, -y1; zero in the
- * dummy slots. */
+ * A dy At, A being At turned; zero in the dummy slots. */
 static void grad_example(const struct cnn_wino *p, const float *yt, float *E,
                          size_t qstep)
 {
-    int S = p->tw + 1, fp = p->fpad;
+    const struct wino_mats *m = mats(p);
+    int S = p->S, fp = p->fpad, a = p->a;
     static const vec zero;
     for (int ty = 0; ty < p->th; ty++) {
         for (int tx = 0; tx < S; tx++) {
             float *e = E + ((size_t)ty * S + tx) * fp;
             for (int f0 = 0; f0 < fp; f0 += L) {
-                vec y[2][2], z[4][2];
-                for (int a = 0; a < 2; a++)
-                    for (int b = 0; b < 2; b++) {
-                        int oy = 2 * ty + a, ox = 2 * tx + b;
+                vec y[2][2], z[AMAX][2];
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++) {
+                        int oy = 2 * ty + i, ox = 2 * tx + j;
                         bool in = tx < p->tw && oy < p->h && ox < p->w;
-                        y[a][b] = in ? load(yt + ((size_t)oy * p->w + ox) *
+                        y[i][j] = in ? load(yt + ((size_t)oy * p->w + ox) *
                                             fp + f0) : zero;
                     }
-                for (int b = 0; b < 2; b++) {
-                    z[0][b] = y[0][b];
-                    z[1][b] = y[0][b] + y[1][b];
-                    z[2][b] = y[0][b] - y[1][b];
-                    z[3][b] = -y[1][b];
-                }
-                for (int i = 0; i < 4; i++) {
-                    float *ei = e + (size_t)(4 * i) * qstep + f0;
-                    store(ei, z[i][0]);
-                    store(ei + qstep, z[i][0] + z[i][1]);
-                    store(ei + 2 * qstep, z[i][0] - z[i][1]);
-                    store(ei + 3 * qstep, -z[i][1]);
-                }
+                for (int i = 0; i < a; i++)         /* z = A y */
+                    for (int j = 0; j < 2; j++)
+                        z[i][j] = m->AT[0][i] * y[0][j] +
+                                  m->AT[1][i] * y[1][j];
+                for (int i = 0; i < a; i++)         /* E = z At */
+                    for (int j = 0; j < a; j++)
+                        store(e + (size_t)(i * a + j) * qstep + f0,
+                              z[i][0] * m->AT[0][j] + z[i][1] * m->AT[1][j]);
             }
         }
     }
@@ -444,16 +561,16 @@ void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t plane = (size_t)p->h * p->w, fp = p->fpad;
     size_t vq = (size_t)p->c * tiles, eq = tiles * fp;
-    float *V = work;                    /* [16][c][tiles] */
-    float *E = V + 16 * vq;             /* [16][tiles][fpad] */
-    float *Q = E + 16 * eq;             /* quarter planes, or yt */
+    float *V = work;                        /* [points][c][tiles] */
+    float *E = V + p->points * vq;          /* [points][tiles][fpad] */
+    float *Q = E + p->points * eq;          /* phase planes, or yt */
 
     for (int e = 0; e < n; e++) {
         channels_last(p, dy + (size_t)e * p->f * plane, Q);
         grad_example(p, Q, E + e * per * fp, eq);
     }
     input_all(p, x, n, V, Q);
-    for (int q = 0; q < 16; q++)
+    for (int q = 0; q < p->points; q++)
         grad_product(p, E + q * eq, V + q * vq, tiles, (size_t)n * per,
                      dUt + (size_t)q * p->c * fp);
 }
@@ -461,27 +578,29 @@ void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
 void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
                                  float *dW)
 {
-    /* The columns of G: (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2,
-     * 1/2, 1). */
-    static const float G[4][3] = {
-        {1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f},
-        {0.0f, 0.0f, 1.0f},
-    };
+    const struct wino_mats *m = mats(p);
+    int r = p->r, a = p->a;
     size_t qstep = (size_t)p->c * p->fpad;
     for (int f = 0; f < p->f; f++) {
         for (int c = 0; c < p->c; c++) {
-            float u[4][4], t[3][4];
-            for (int q = 0; q < 16; q++)
-                u[q / 4][q % 4] = dUt[q * qstep + (size_t)c * p->fpad + f];
-            for (int a = 0; a < 3; a++)
-                for (int j = 0; j < 4; j++)
-                    t[a][j] = G[0][a] * u[0][j] + G[1][a] * u[1][j] +
-                              G[2][a] * u[2][j] + G[3][a] * u[3][j];
-            float *dw = dW + ((size_t)f * p->c + c) * 9;
-            for (int a = 0; a < 3; a++)
-                for (int b = 0; b < 3; b++)
-                    dw[a * 3 + b] += t[a][0] * G[0][b] + t[a][1] * G[1][b] +
-                                     t[a][2] * G[2][b] + t[a][3] * G[3][b];
+            float u[AMAX][AMAX], t[5][AMAX];
+            for (int q = 0; q < p->points; q++)
+                u[q / a][q % a] = dUt[q * qstep + (size_t)c * p->fpad + f];
+            for (int i = 0; i < r; i++)         /* t = Gt u */
+                for (int y = 0; y < a; y++) {
+                    float s = 0;
+                    for (int x = 0; x < a; x++)
+                        s += m->G[x][i] * u[x][y];
+                    t[i][y] = s;
+                }
+            float *dw = dW + ((size_t)f * p->c + c) * r * r;
+            for (int i = 0; i < r; i++)         /* dg = t G */
+                for (int j = 0; j < r; j++) {
+                    float s = 0;
+                    for (int y = 0; y < a; y++)
+                        s += t[i][y] * m->G[y][j];
+                    dw[i * r + j] += s;
+                }
         }
     }
 }
