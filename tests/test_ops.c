@@ -243,6 +243,7 @@ static void test_reductions(void **state)
             sp += (double)d[i] * (x[i] - 3.0);
         }
         double got_s = 1, got_q = 2, got_sd = 3, got_sp = 4;   /* added to */
+        assert_true(fabs(cnn_sum(x, n) - s) <= 1e-5 * (1 + fabs(s)));
         cnn_sum_squares(x, n, &got_s, &got_q);
         cnn_sum_products(d, x, 3.0f, n, &got_sd, &got_sp);
         assert_true(fabs(got_s - 1 - s) <= 1e-5 * (1 + fabs(s)));

@@ -247,13 +247,9 @@ static void unfold_grad(const struct job *j, int first, int nb, float *col,
         const float *dyi = j->dy + (size_t)(first + i) * j->F * j->ohw;
         for (int f = 0; f < j->F; f++) {
             const float *src = dyi + (size_t)f * j->ohw;
-            float *dst = tmp + (size_t)f * cols + i * j->ohw;
-            float acc = 0.0f;
-            for (int p = 0; p < j->ohw; p++) {
-                dst[p] = src[p];
-                acc += src[p];
-            }
-            db[f] += acc;
+            memcpy(tmp + (size_t)f * cols + i * j->ohw, src,
+                   j->ohw * sizeof *src);
+            db[f] += (float)cnn_sum(src, j->ohw);
         }
     }
 
@@ -278,12 +274,9 @@ static void backward_part(void *ctx, int part, int lo, int hi)
 
         if (j->s->wino_grad) {
             const float *dy = j->dy + (size_t)first * j->F * j->ohw;
-            for (int i = 0; i < nb * j->F; i++) {
-                float acc = 0.0f;
-                for (int p = 0; p < j->ohw; p++)
-                    acc += dy[(size_t)i * j->ohw + p];
-                db[i % j->F] += acc;
-            }
+            for (int i = 0; i < nb * j->F; i++)
+                db[i % j->F] += (float)cnn_sum(dy + (size_t)i * j->ohw,
+                                               j->ohw);
             cnn_wino_weight_grad(&j->s->fwd, j->x + (size_t)first *
                                  j->in_size, dy, nb, dW, col);
         } else {

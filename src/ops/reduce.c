@@ -1,5 +1,6 @@
 /*
- * Sums over float arrays for per-channel statistics (batchnorm). A
+ * Sums over float arrays: per-channel statistics (batchnorm), bias
+ * gradients (conv2d). A
  * running double, one element at a time, is a chain of dependent adds
  * that the compiler may not reorder (ISO C does not let it reassociate),
  * so it runs at one add per add latency. Here sixteen-lane float sums
@@ -25,6 +26,22 @@ static double lane_total(vec a)
     for (int k = 0; k < LANES; k++)
         t += a[k];
     return t;
+}
+
+double cnn_sum(const float *x, size_t n)
+{
+    double s = 0;
+    size_t i = 0;
+    while (i + LANES <= n) {
+        size_t end = i + BLOCK < n ? i + BLOCK : n;
+        vec vs = {0};
+        for (; i + LANES <= end; i += LANES)
+            vs += load(x + i);
+        s += lane_total(vs);
+    }
+    for (; i < n; i++)
+        s += x[i];
+    return s;
 }
 
 void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq)
