@@ -45,20 +45,20 @@ enum { L = CNN_WINO_LANES, AMAX = 6 };
 /* 16 floats, loaded and stored without an alignment promise. */
 typedef float vec __attribute__((vector_size(L * sizeof(float)), aligned(4)));
 
-/* The transforms of F(2x2, 3x3) and F(2x2, 5x5), in a table a plan
- * points at. */
+/* The filter and output transforms of F(2x2, 3x3) and F(2x2, 5x5), in a
+ * table a plan points at; the input transforms Bt, and the output
+ * transforms again, are written out in input_plane3, bt6 and
+ * output_plane. */
 struct wino_mats {
     int r, a;
     float AT[2][AMAX];      /* output: At, 2 x a */
     float G[AMAX][5];       /* filter: G, a x r */
-    float BT[AMAX][AMAX];   /* input: Bt, a x a */
 };
 
 static const struct wino_mats F23 = {
     .r = 3, .a = 4,
     .AT = {{1, 1, 1, 0}, {0, 1, -1, -1}},
     .G = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}},
-    .BT = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}},
 };
 
 static const struct wino_mats F25 = {
@@ -70,8 +70,6 @@ static const struct wino_mats F25 = {
           {-4.0f / 3, -2.0f / 3, -1.0f / 3, -1.0f / 6, -1.0f / 12},
           {-4.0f / 3, 2.0f / 3, -1.0f / 3, 1.0f / 6, -1.0f / 12},
           {0, 0, 0, 0, 0.25f}},
-    .BT = {{1, 0, -5, 0, 4, 0}, {0, -1, -1, 4, 4, 0}, {0, 1, -1, -4, 4, 0},
-           {0, -1, -2, 1, 2, 0}, {0, 1, -2, -1, 2, 0}, {0, 1, 0, -5, 0, 4}},
 };
 
 static const struct wino_mats *mats(const struct cnn_wino *p)
@@ -309,34 +307,42 @@ static void input_plane3(const struct cnn_wino *p, const float *Q, float *V,
     }
 }
 
-/* The same for any table: products by Bt's entries, its zeros skipped. */
-static void input_plane_any(const struct cnn_wino *p, const float *Q,
-                            float *V, size_t qstep)
+/* Bt of F(2x2, 5x5) applied to six vectors: the rows of Bt are
+ * d0 - 5 d2 + 4 d4, 4 (d3 + d4) - (d1 + d2), 4 (d4 - d3) + (d1 - d2),
+ * 2 (d4 - d2) + (d3 - d1), 2 (d4 - d2) - (d3 - d1), d1 - 5 d3 + 4 d5. */
+static inline void bt6(const vec d[6], vec t[6])
 {
-    const struct wino_mats *m = mats(p);
-    int a = p->a;
+    vec s12 = d[1] + d[2], m12 = d[1] - d[2], m31 = d[3] - d[1];
+    vec s34 = d[3] + d[4], m43 = d[4] - d[3], m42 = 2.0f * (d[4] - d[2]);
+    t[0] = d[0] - 5.0f * d[2] + 4.0f * d[4];
+    t[1] = 4.0f * s34 - s12;
+    t[2] = 4.0f * m43 + m12;
+    t[3] = m42 + m31;
+    t[4] = m42 - m31;
+    t[5] = d[1] - 5.0f * d[3] + 4.0f * d[5];
+}
+
+/* The same for F(2x2, 5x5), 6x6 blocks; bt6 down the columns, then
+ * along the rows. */
+static void input_plane5(const struct cnn_wino *p, const float *Q, float *V,
+                         size_t qstep)
+{
     size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
     for (size_t k = 0; k < n; k += L) {
-        vec d[AMAX][AMAX], t[AMAX][AMAX];
-        for (int y = 0; y < a; y++)
-            for (int x = 0; x < a; x++)
-                d[y][x] = tile_at(Q, qs, S, k, y, x);
-        for (int i = 0; i < a; i++)             /* t = Bt d */
-            for (int x = 0; x < a; x++) {
-                vec s = {0};
-                for (int y = 0; y < a; y++)
-                    if (m->BT[i][y] != 0)
-                        s += m->BT[i][y] * d[y][x];
-                t[i][x] = s;
-            }
-        for (int i = 0; i < a; i++)             /* v = t B */
-            for (int j = 0; j < a; j++) {
-                vec s = {0};
-                for (int x = 0; x < a; x++)
-                    if (m->BT[j][x] != 0)
-                        s += m->BT[j][x] * t[i][x];
-                store(V + (size_t)(i * a + j) * qstep + k, s);
-            }
+        vec d[6][6], t[6][6];
+        for (int x = 0; x < 6; x++) {
+            vec col[6], out[6];
+            for (int y = 0; y < 6; y++)
+                col[y] = tile_at(Q, qs, S, k, y, x);
+            bt6(col, out);
+            for (int i = 0; i < 6; i++)
+                t[i][x] = out[i];
+        }
+        for (int i = 0; i < 6; i++) {
+            bt6(t[i], d[i]);
+            for (int j = 0; j < 6; j++)
+                store(V + (size_t)(6 * i + j) * qstep + k, d[i][j]);
+        }
     }
 }
 
@@ -368,7 +374,6 @@ static void product(const struct cnn_wino *p, const float *U, const float *V,
 static void output_plane(const struct cnn_wino *p, const float *m,
                          size_t qstep, float b, float *y, float *P)
 {
-    const struct wino_mats *mt = mats(p);
     int a = p->a;
     size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
     for (size_t k = 0; k < n; k += L) {
@@ -384,30 +389,27 @@ static void output_plane(const struct cnn_wino *p, const float *m,
                 r[0][x] = m0 + m1 + m2;
                 r[1][x] = m1 - m2 - m3;
             }
-        } else {
-            for (int x = 0; x < a; x++) {
-                r[0][x] = r[1][x] = (vec){0};
-                for (int i = 0; i < a; i++) {
-                    vec mi = load(m + (size_t)(i * a + x) * qstep + k);
-                    for (int o = 0; o < 2; o++)
-                        if (mt->AT[o][i] != 0)
-                            r[o][x] += mt->AT[o][i] * mi;
-                }
-            }
-        }
-        for (int o = 0; o < 2; o++) {
-            if (a == 4) {
+            for (int o = 0; o < 2; o++) {
                 store(P + (2 * o) * qs + k, r[o][0] + r[o][1] + r[o][2] + b);
                 store(P + (2 * o + 1) * qs + k,
                       r[o][1] - r[o][2] - r[o][3] + b);
-                continue;
             }
-            for (int j = 0; j < 2; j++) {
-                vec s = {0};
-                for (int x = 0; x < a; x++)
-                    if (mt->AT[j][x] != 0)
-                        s += mt->AT[j][x] * r[o][x];
-                store(P + (2 * o + j) * qs + k, s + b);
+        } else {
+            /* F(2x2, 5x5): m0 + m1 + m2 + m3 + m4, m1 - m2 + (m3 - m4) / 2
+             * + m5. */
+            for (int x = 0; x < 6; x++) {
+                vec mi[6];
+                for (int i = 0; i < 6; i++)
+                    mi[i] = load(m + (size_t)(i * 6 + x) * qstep + k);
+                r[0][x] = mi[0] + mi[1] + mi[2] + mi[3] + mi[4];
+                r[1][x] = mi[1] - mi[2] + 0.5f * (mi[3] - mi[4]) + mi[5];
+            }
+            for (int o = 0; o < 2; o++) {
+                const vec *ro = r[o];
+                store(P + (2 * o) * qs + k,
+                      ro[0] + ro[1] + ro[2] + ro[3] + ro[4] + b);
+                store(P + (2 * o + 1) * qs + k,
+                      ro[1] - ro[2] + 0.5f * (ro[3] - ro[4]) + ro[5] + b);
             }
         }
     }
@@ -433,7 +435,7 @@ static void input_all(const struct cnn_wino *p, const float *x, int n,
             if (p->a == 4)
                 input_plane3(p, Q, v, vq);
             else
-                input_plane_any(p, Q, v, vq);
+                input_plane5(p, Q, v, vq);
         }
     for (size_t r = 0; r < (size_t)p->points * p->c; r++)
         memset(V + r * tiles + used, 0, (tiles - used) * sizeof *V);
