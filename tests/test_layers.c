@@ -599,6 +599,45 @@ static void test_pool_forward_values(void **state)
     teardown(&f);
 }
 
+/* 2x2 max-pooling at stride 2 on odd sizes, values in few levels so
+ * that windows hold ties: outputs, and gradients routed to the first
+ * maximum of each window in row order, against a direct scan. */
+static void test_maxpool2_naive(void **state)
+{
+    (void)state;
+    enum { C = 3, H = 7, W = 9, N = 2, OH = 3, OW = 4 };
+    struct fixture f = {0};
+    build(&f, "    - maxpool: {size: 2}\n", (struct cnn_shape){C, H, W}, N);
+    struct cnn_layer *l = &f.net.layers[0];
+    float *x = cnn_net_input(&f.net);
+    for (int i = 0; i < N * C * H * W; i++)
+        x[i] = (float)((i * 7 + i / 5) % 4);
+    const float *y = cnn_net_forward(&f.net, N, true);
+    float dy[N * C * OH * OW], dx[N * C * H * W];
+    for (int i = 0; i < N * C * OH * OW; i++)
+        dy[i] = (float)(i + 1);
+    l->kind->backward(l, x, y, dy, dx, N);
+
+    float want_dx[N * C * H * W];
+    memset(want_dx, 0, sizeof want_dx);
+    for (int p = 0; p < N * C; p++)
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int at = -1;
+                for (int k = 0; k < 4; k++) {
+                    int i = p * H * W + (2 * oy + k / 2) * W + 2 * ox + k % 2;
+                    if (at < 0 || x[i] > x[at])
+                        at = i;
+                }
+                int o = (p * OH + oy) * OW + ox;
+                assert_float_equal(y[o], x[at], 0);
+                want_dx[at] += dy[o];
+            }
+    for (int i = 0; i < N * C * H * W; i++)
+        assert_float_equal(dx[i], want_dx[i], 0);
+    teardown(&f);
+}
+
 static void test_dropout_modes(void **state)
 {
     struct fixture f = {0};
@@ -654,6 +693,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_winograd5_naive),
         cmocka_unit_test(test_dense_forward_naive),
         cmocka_unit_test(test_pool_forward_values),
+        cmocka_unit_test(test_maxpool2_naive),
         cmocka_unit_test(test_dropout_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
