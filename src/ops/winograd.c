@@ -246,29 +246,19 @@ static void merge_row(const float *p0, const float *p1, int w, float *row)
 }
 
 /* The plane padded by r / 2 zero pixels all round, split into its four
- * phases: Q[2a + b][i * S + j] = x[2i + a - pad][2j + b - pad], zero
- * outside the image, for i < rows and j < S; the slack after each phase
- * is zeroed. */
+ * phases: Q[2a + b][i * S + j] = x[2i + a - pad][2j + b - pad], for
+ * i < rows and j < S. Only the image's rows are written: the rows of
+ * padding and the slack after each phase are the same for every plane,
+ * zeroed once by the caller. */
 static void split_plane(const struct cnn_wino *p, const float *x, float *Q)
 {
     int S = p->S, pad = p->r / 2;
     size_t qs = quarter_floats(p);
-    for (int i = 0; i < p->rows; i++) {
-        for (int a = 0; a < 2; a++) {
-            int y = 2 * i + a - pad;
-            float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S;
-            float *ph1 = ph0 + qs;
-            if (y < 0 || y >= p->h) {
-                memset(ph0, 0, S * sizeof *ph0);
-                memset(ph1, 0, S * sizeof *ph1);
-            } else {
-                split_row(x + (size_t)y * p->w, p->w, pad, S, ph0, ph1);
-            }
-        }
+    for (int y = 0; y < p->h; y++) {
+        int i = (y + pad) / 2, a = (y + pad) % 2;
+        float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S;
+        split_row(x + (size_t)y * p->w, p->w, pad, S, ph0, ph0 + qs);
     }
-    size_t used = (size_t)p->rows * S;
-    for (int k = 0; k < 4; k++)
-        memset(Q + k * qs + used, 0, (qs - used) * sizeof *Q);
 }
 
 /* The tile at slot k has d[y][x] = Q[2 (y % 2) + x % 2][k + (y / 2) S +
@@ -428,6 +418,7 @@ static void input_all(const struct cnn_wino *p, const float *x, int n,
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
     size_t vq = (size_t)p->c * tiles;
+    memset(Q, 0, 4 * quarter_floats(p) * sizeof *Q);
     for (int e = 0; e < n; e++)
         for (int ch = 0; ch < p->c; ch++) {
             split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q);
