@@ -509,6 +509,24 @@ static void grad_example(const struct cnn_wino *p, const float *yt, float *E,
                         y[i][j] = in ? load(yt + ((size_t)oy * p->w + ox) *
                                             fp + f0) : zero;
                     }
+                if (a == 4) {
+                    /* F(2x2, 3x3): the rows of A are y0, y0 + y1,
+                     * y0 - y1, -y1. */
+                    for (int j = 0; j < 2; j++) {
+                        z[0][j] = y[0][j];
+                        z[1][j] = y[0][j] + y[1][j];
+                        z[2][j] = y[0][j] - y[1][j];
+                        z[3][j] = -y[1][j];
+                    }
+                    for (int i = 0; i < 4; i++) {
+                        float *ei = e + (size_t)(4 * i) * qstep + f0;
+                        store(ei, z[i][0]);
+                        store(ei + qstep, z[i][0] + z[i][1]);
+                        store(ei + 2 * qstep, z[i][0] - z[i][1]);
+                        store(ei + 3 * qstep, -z[i][1]);
+                    }
+                    continue;
+                }
                 for (int i = 0; i < a; i++)         /* z = A y */
                     for (int j = 0; j < 2; j++)
                         z[i][j] = m->AT[0][i] * y[0][j] +
