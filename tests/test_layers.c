@@ -191,16 +191,16 @@ static void test_conv2d_grad(void **state)
                 (struct cnn_shape){3, 5, 5});
 }
 
-/* Through Winograd's F(2x2, 3x3), the weight gradient's included (16
- * input channels). F(2x2, 5x5) rounds its outputs about six times
+/* Through Winograd's F(2x2, 3x3) (8 or more filters), the weight
+ * gradient's included (16 input channels). F(2x2, 5x5) rounds its outputs about six times
  * coarser (some 1e-6 of their size, against 2e-7), which central
  * differences of a float objective at STEP cannot resolve; its checks
  * against exact sums are test_conv2d_winograd5_naive's. */
 static void test_conv2d_winograd_grad(void **state)
 {
-    check_layer("    - conv2d: {filters: 2, size: 3, pad: 1}\n",
+    check_layer("    - conv2d: {filters: 8, size: 3, pad: 1}\n",
                 (struct cnn_shape){16, 3, 2}, 1, true,
-                (struct cnn_shape){2, 3, 2});
+                (struct cnn_shape){8, 3, 2});
 }
 
 static void test_conv2d_stride_grad(void **state)

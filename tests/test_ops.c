@@ -251,6 +251,17 @@ static void test_reductions(void **state)
         assert_true(fabs(got_sd - 3 - sd) <= 1e-4 * (1 + sqrt((double)n)));
         assert_true(fabs(got_sp - 4 - sp) <= 1e-4 * (1 + sqrt((double)n)));
     }
+
+    /* A variance from the sums of activations far from zero, where the
+     * mean of the squares and the squared mean agree in most digits. */
+    for (size_t i = 0; i < MAX; i++)
+        x[i] = x[i] - 3.0f + 1000.0f;
+    double s = 0, q = 0, s2 = 0;
+    cnn_sum_squares(x, MAX, &s, &q);
+    for (size_t i = 0; i < MAX; i++)
+        s2 += ((double)x[i] - s / MAX) * ((double)x[i] - s / MAX);
+    double var = q / MAX - (s / MAX) * (s / MAX), want = s2 / MAX;
+    assert_true(fabs(var - want) <= 1e-4 * want);
     free(x);
     free(d);
 }

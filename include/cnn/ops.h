@@ -98,9 +98,10 @@ void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
 void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
                                  float *dW);
 
-/* Reductions in float lanes, added up in double every 1024 elements:
- * the sum of x[0..n); *sum += that sum, *sq += that of its squares; and
- * *sum_d += the sum of d, *sum_dx += that of d * (x - mean). */
+/* Vectorized sums, in float lanes added up in double every 1024
+ * elements: the sum of x[0..n); and *sum_d += the sum of d, *sum_dx +=
+ * that of d * (x - mean). *sum += the sum of x, *sq += that of its
+ * squares, in double lanes (a variance is their difference). */
 double cnn_sum(const float *x, size_t n);
 void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq);
 void cnn_sum_products(const float *d, const float *x, float mean, size_t n,

@@ -50,8 +50,10 @@ struct conv_state {
     float *work_mem;    /* work, before its alignment */
     float *work;        /* [slots][work_size], 64-byte aligned; a slot holds
                          * col[c*kh*kw, chunk*oh*ow] then tmp[filters,
-                         * chunk*oh*ow] (y or dy), or Winograd's scratch */
-    float *grad;        /* [slots][filters*c*kh*kw + filters]: dW, db */
+                         * chunk*oh*ow] (y or dy), or Winograd's scratch;
+                         * only the latter when no path uses im2col */
+    float *grad;        /* [slots][db_at + filters]: dW[filters*c*kh*kw]
+                         * or Winograd's dU, then db */
     size_t db_at;       /* where db starts in a grad slot */
     bool wino;          /* 3x3 or 5x5, stride 1, "same": Winograd */
     bool wino_grad;     /* and for the weight gradient (channels in
@@ -148,12 +150,14 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
         s->wino_grad = cnn_wino_grad_ok(&s->fwd);
         if (s->wino_grad)
             s->db_at = (size_t)s->fwd.points * g.c * s->fwd.fpad;
-        s->work_size = max_size(s->work_size,
-                                max_size(cnn_wino_work_floats(&s->fwd),
-                                         cnn_wino_work_floats(&s->bwd)));
+        /* im2col's columns are needed only for a weight gradient that
+         * is not Winograd's. */
+        size_t wino = max_size(cnn_wino_work_floats(&s->fwd),
+                               cnn_wino_work_floats(&s->bwd));
         if (s->wino_grad)
-            s->work_size = max_size(s->work_size,
-                                    cnn_wino_grad_work_floats(&s->fwd));
+            s->work_size = max_size(wino, cnn_wino_grad_work_floats(&s->fwd));
+        else
+            s->work_size = max_size(s->work_size, wino);
         u_size = max_size(cnn_wino_weight_floats(&s->fwd),
                           cnn_wino_weight_floats(&s->bwd));
     }
@@ -209,7 +213,6 @@ static void forward_part(void *ctx, int part, int lo, int hi)
 {
     const struct job *j = ctx;
     float *col = j->s->work + part * j->s->work_size;
-    float *tmp = col + j->s->col_size;
     for (int ci = lo; ci < hi; ci++) {
         int first, nb = chunk_span(j, ci, &first), cols = nb * j->ohw;
         if (j->s->wino) {
@@ -218,6 +221,7 @@ static void forward_part(void *ctx, int part, int lo, int hi)
                           j->y + (size_t)first * j->F * j->ohw, col);
             continue;
         }
+        float *tmp = col + j->s->col_size;
         unfold(j, first, nb, col);
         cnn_gemm(false, false, j->F, cols, j->kk, 1.0f, j->W, j->kk, col,
                  cols, 0.0f, tmp, cols);
@@ -264,7 +268,7 @@ static void backward_part(void *ctx, int part, int lo, int hi)
 {
     const struct job *j = ctx;
     float *col = j->s->work + part * j->s->work_size;
-    float *tmp = col + j->s->col_size;
+    float *tmp = col + j->s->col_size;  /* im2col's paths only */
     float *dW = j->s->grad + part * j->s->grad_size;    /* [F, kk] or dU */
     float *db = dW + j->s->db_at;                       /* [F] */
     memset(dW, 0, j->s->grad_size * sizeof *dW);

@@ -6,7 +6,8 @@
  * so it runs at one add per add latency. Here sixteen-lane float sums
  * run over blocks of BLOCK elements and each block's lanes are added
  * into the double: in a block a lane sums at most BLOCK / 16 terms, so
- * the float rounding stays that of short sums.
+ * the float rounding stays that of short sums. cnn_sum_squares, whose
+ * sums make a variance, keeps double lanes throughout.
  */
 #include "cnn/ops.h"
 
@@ -44,21 +45,35 @@ double cnn_sum(const float *x, size_t n)
     return s;
 }
 
+/* Both sums in double lanes: a variance is the mean square less the
+ * squared mean, and for activations far from zero that difference is
+ * small beside either term, so both need double's digits. */
+typedef double dvec __attribute__((vector_size(LANES / 2 * sizeof(double))));
+typedef float half __attribute__((vector_size(LANES / 2 * sizeof(float)),
+                                  aligned(4)));
+
+static double dlane_total(dvec a)
+{
+    double t = 0;
+    for (int k = 0; k < LANES / 2; k++)
+        t += a[k];
+    return t;
+}
+
 void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq)
 {
-    double s = 0, q = 0;
+    dvec s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
     size_t i = 0;
-    while (i + LANES <= n) {
-        size_t end = i + BLOCK < n ? i + BLOCK : n;
-        vec vs = {0}, vq = {0};
-        for (; i + LANES <= end; i += LANES) {
-            vec v = load(x + i);
-            vs += v;
-            vq += v * v;
-        }
-        s += lane_total(vs);
-        q += lane_total(vq);
+    for (; i + LANES <= n; i += LANES) {
+        dvec lo = __builtin_convertvector(*(const half *)(x + i), dvec);
+        dvec hi = __builtin_convertvector(*(const half *)(x + i + LANES / 2),
+                                          dvec);
+        s0 += lo;
+        s1 += hi;
+        q0 += lo * lo;
+        q1 += hi * hi;
     }
+    double s = dlane_total(s0 + s1), q = dlane_total(q0 + q1);
     for (; i < n; i++) {
         s += x[i];
         q += (double)x[i] * x[i];

@@ -27,7 +27,8 @@
  * while it runs down the input channels, so the matrices need no
  * packing. GCC's vector extensions let the compiler pick the
  * instructions (AVX-512 with -march=native); a build for plain x86-64
- * gives the same results, slower.
+ * runs the same arithmetic, slower, and rounds differently only where
+ * the native build fuses a multiply and an add.
  *
  * Rounding differs from im2col's in the last bits: the transforms add
  * and subtract inputs before the products.
@@ -46,23 +47,21 @@ enum { L = CNN_WINO_LANES, AMAX = 6 };
 typedef float vec __attribute__((vector_size(L * sizeof(float)), aligned(4)));
 
 /* The filter and output transforms of F(2x2, 3x3) and F(2x2, 5x5), in a
- * table a plan points at; the input transforms Bt, and the output
- * transforms again, are written out in input_plane3, bt6 and
- * output_plane. */
+ * table a plan points at. The input transforms Bt are written out in
+ * input_plane3 and bt6, and the output transforms At again in
+ * output_plane and, for 3x3, grad_example: the table's At is read for
+ * 5x5's output gradient and kept for 3x3 beside it. */
 struct wino_mats {
-    int r, a;
     float AT[2][AMAX];      /* output: At, 2 x a */
     float G[AMAX][5];       /* filter: G, a x r */
 };
 
 static const struct wino_mats F23 = {
-    .r = 3, .a = 4,
     .AT = {{1, 1, 1, 0}, {0, 1, -1, -1}},
     .G = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}},
 };
 
 static const struct wino_mats F25 = {
-    .r = 5, .a = 6,
     .AT = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 0.5f, -0.5f, 1}},
     .G = {{1, 0, 0, 0, 0},
           {1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6},
@@ -409,9 +408,11 @@ static void output_plane(const struct cnn_wino *p, const float *m,
     }
 }
 
-/* V[points][c][tiles] for n examples of x. The slots past the last tile
- * are multiplied too: zeros, not whatever the last plane's vectors left
- * there. */
+/* V[points][c][tiles] for n examples of x. The slots of the last
+ * vector past the last tile are multiplied too: zeros, not whatever the
+ * last plane's vectors left there. (The products of slots past that
+ * vector are never computed; output_plane's vectors may read them, for
+ * lanes that merge_row leaves out.) */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
                       float *V, float *Q)
 {
