@@ -599,9 +599,10 @@ static void test_pool_forward_values(void **state)
     teardown(&f);
 }
 
-/* 2x2 max-pooling at stride 2 on odd sizes, values in few levels so
- * that windows hold ties: outputs, and gradients routed to the first
- * maximum of each window in row order, against a direct scan. */
+/* 2x2 max-pooling at stride 2 (its AVX-512 loop where built for it) on
+ * odd sizes, values in few levels so that windows hold ties: outputs,
+ * and gradients routed to the first maximum of each window in row
+ * order, against a direct scan. */
 static void test_maxpool2_naive(void **state)
 {
     (void)state;

@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 struct pool_state {
     struct cnn_conv_geom g;
     int *argmax;        /* maxpool: [batch, out] input index of each max */
@@ -84,16 +88,72 @@ struct planes {
     float *y, *dx;
 };
 
+#ifdef __AVX512F__
+/* One plane of the common 2x2 window at stride 2 without padding (every
+ * window inside the image), 16 outputs at a time: the general loop's
+ * scan (from -FLT_MAX, rows then columns, a later element winning only
+ * when greater, so NaNs never win) as compares and blends. Masked loads
+ * read zeros past a row and never fault. */
+static void max2x2_plane(const struct cnn_conv_geom *g, const float *xp,
+                         float *yp, int *ap)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int oy = 0; oy < g->oh; oy++) {
+        int row = 2 * oy * g->w;
+        for (int ox = 0; ox < g->ow; ox += 16) {
+            int left = g->w - 2 * ox, n = g->ow - ox < 16 ? g->ow - ox : 16;
+            int na = left > 16 ? 16 : left;
+            int nb = left < 16 ? 0 : left > 32 ? 16 : left - 16;
+            __mmask16 ma = (__mmask16)((1u << na) - 1);
+            __mmask16 mb = (__mmask16)((1u << nb) - 1);
+            __m512 v[4];
+            for (int r = 0; r < 2; r++) {
+                const float *at = xp + row + r * g->w + 2 * ox;
+                __m512 lo = _mm512_maskz_loadu_ps(ma, at);
+                __m512 hi = _mm512_maskz_loadu_ps(mb, at + 16);
+                v[2 * r] = _mm512_permutex2var_ps(lo, even, hi);
+                v[2 * r + 1] = _mm512_permutex2var_ps(lo, odd, hi);
+            }
+            __m512i base = _mm512_add_epi32(_mm512_set1_epi32(row + 2 * ox),
+                                            even);
+            const int step[4] = {0, 1, g->w, g->w + 1};
+            __m512 best = _mm512_set1_ps(-FLT_MAX);
+            __m512i arg = base;
+            for (int k = 0; k < 4; k++) {
+                __mmask16 more = _mm512_cmp_ps_mask(v[k], best, _CMP_GT_OQ);
+                best = _mm512_mask_blend_ps(more, best, v[k]);
+                arg = _mm512_mask_blend_epi32(
+                    more, arg, _mm512_add_epi32(base, _mm512_set1_epi32(step[k])));
+            }
+            __mmask16 out = (__mmask16)((1u << n) - 1);
+            _mm512_mask_storeu_ps(yp + oy * g->ow + ox, out, best);
+            _mm512_mask_storeu_epi32(ap + oy * g->ow + ox, out, arg);
+        }
+    }
+}
+#endif
+
 static void maxpool_forward_part(void *ctx, int lo, int hi)
 {
     const struct planes *j = ctx;
     const struct cnn_conv_geom *g = &j->s->g;
     int in_hw = g->h * g->w, out_hw = g->oh * g->ow;
+#ifdef __AVX512F__
+    bool two = g->kh == 2 && g->kw == 2 && g->stride == 2 && g->pad == 0;
+#endif
 
     for (int p = lo; p < hi; p++) {
         const float *xp = j->x + (size_t)p * in_hw;
         float *yp = j->y + (size_t)p * out_hw;
         int *ap = j->s->argmax + (size_t)p * out_hw;
+#ifdef __AVX512F__
+        if (two) {
+            max2x2_plane(g, xp, yp, ap);
+            continue;
+        }
+#endif
         for (int o = 0; o < out_hw; o++) {
             struct window q = window_at(g, o / g->ow, o % g->ow);
             float best = -FLT_MAX;
