@@ -1,7 +1,8 @@
 /*
  * Numeric kernels shared by the layers: one GEMM in BLAS argument order
  * (row-major, OpenBLAS underneath) with a naive twin that tests use as
- * the reference, and im2col/col2im for convolution.
+ * the reference; im2col/col2im and Winograd's F(2x2, 3x3) and F(2x2,
+ * 5x5) for convolution; vectorized sums; the worker pool; bfloat16.
  */
 #ifndef CNN_OPS_H
 #define CNN_OPS_H

@@ -123,9 +123,10 @@ static void max2x2_plane(const struct cnn_conv_geom *g, const float *xp,
             __m512i arg = base;
             for (int k = 0; k < 4; k++) {
                 __mmask16 more = _mm512_cmp_ps_mask(v[k], best, _CMP_GT_OQ);
+                __m512i at = _mm512_add_epi32(base,
+                                              _mm512_set1_epi32(step[k]));
                 best = _mm512_mask_blend_ps(more, best, v[k]);
-                arg = _mm512_mask_blend_epi32(
-                    more, arg, _mm512_add_epi32(base, _mm512_set1_epi32(step[k])));
+                arg = _mm512_mask_blend_epi32(more, arg, at);
             }
             __mmask16 out = (__mmask16)((1u << n) - 1);
             _mm512_mask_storeu_ps(yp + oy * g->ow + ox, out, best);
