@@ -373,14 +373,21 @@ static enum cnn_status allocate_bf16(struct cnn_net *net,
                                        "for activations");
 }
 
+/* Fills subs with the stacks l holds (a block's stacks all share its
+ * "recomputed" flag); returns how many. */
+static int children(struct cnn_layer *l, struct cnn_net **subs)
+{
+    const char *names[4];
+    return l->kind->children ? l->kind->children(l, subs, names, 4) : 0;
+}
+
 /* True when l or a stack nested in it holds parameters. */
 static bool holds_params(struct cnn_layer *l)
 {
     if (l->n_params > 0)
         return true;
     struct cnn_net *subs[4];
-    const char *names[4];
-    int n = l->kind->children ? l->kind->children(l, subs, names, 4) : 0;
+    int n = children(l, subs);
     for (int k = 0; k < n; k++)
         for (int i = 0; i < subs[k]->n_layers; i++)
             if (holds_params(&subs[k]->layers[i]))
@@ -492,14 +499,6 @@ static enum cnn_status allocate_params(struct cnn_net *net,
 }
 
 /* --- the scratch of checkpointed blocks ---------------------------------- */
-
-/* Fills subs with the stacks l holds (a block's stacks all share its
- * "recomputed" flag); returns how many. */
-static int children(struct cnn_layer *l, struct cnn_net **subs)
-{
-    const char *names[4];
-    return l->kind->children ? l->kind->children(l, subs, names, 4) : 0;
-}
 
 /* Buffers of a stack and the stacks nested in it. Those of a stack a
  * checkpointed block recomputes, and of everything inside one, are

@@ -268,7 +268,9 @@ static void backward_part(void *ctx, int part, int lo, int hi)
 {
     const struct job *j = ctx;
     float *col = j->s->work + part * j->s->work_size;
-    float *tmp = col + j->s->col_size;  /* im2col's paths only */
+    /* im2col's GEMM output; a layer whose passes are all Winograd's has
+     * no room for it, and no use. */
+    float *tmp = j->s->wino_grad ? NULL : col + j->s->col_size;
     float *dW = j->s->grad + part * j->s->grad_size;    /* [F, kk] or dU */
     float *db = dW + j->s->db_at;                       /* [F] */
     memset(dW, 0, j->s->grad_size * sizeof *dW);
