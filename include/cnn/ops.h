@@ -119,6 +119,12 @@ int cnn_blas_threads(int n);
 void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
                       void *ctx);
 
+/* The same over n elements for elementwise work, whose results do not
+ * depend on the split: in parallel when n is large enough to pay for
+ * waking the threads, else on this thread as fn(ctx, 0, n). */
+void cnn_parallel_elems(size_t n, void (*fn)(void *ctx, size_t lo, size_t hi),
+                        void *ctx);
+
 /* The same in at most `parts` parts (fewer when n is smaller, threads
  * cannot be made, or when called from inside a part), telling fn which
  * part it runs, from 0, so that each part can use scratch memory of its

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "cnn/ops.h"
+
 struct leaky_state {
     float slope;
 };
@@ -23,24 +25,69 @@ static enum cnn_status same_shape(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
-static size_t count(const struct cnn_layer *l, int n)
+/* An activation is a pair of kernels over a run of elements; the layer's
+ * passes share them out over the threads (cnn_parallel_elems). Each
+ * element's result is computed alone, so the split changes nothing. */
+typedef void act_fwd(const float *x, float *y, size_t n, float slope);
+typedef void act_bwd(const float *x, const float *y, const float *dy,
+                     float *dx, size_t n, float slope);
+
+struct act_job {
+    act_fwd *fwd;
+    act_bwd *bwd;
+    const float *x, *y, *dy;
+    float *out;                 /* y forward, dx backward */
+    float slope;
+};
+
+static float slope_of(const struct cnn_layer *l)
 {
-    return (size_t)n * cnn_shape_size(l->in);
+    const struct leaky_state *s = l->state;
+    return s ? s->slope : 0.0f;
 }
 
-static void relu_forward(struct cnn_layer *l, const float *x, float *y, int n,
-                         const struct cnn_fwd_ctx *ctx)
+static void fwd_part(void *ctx, size_t lo, size_t hi)
 {
-    for (size_t i = 0, N = count(l, n); i < N; i++)
+    const struct act_job *j = ctx;
+    j->fwd(j->x + lo, j->out + lo, hi - lo, j->slope);
+}
+
+static void bwd_part(void *ctx, size_t lo, size_t hi)
+{
+    const struct act_job *j = ctx;
+    j->bwd(j->x + lo, j->y + lo, j->dy + lo, j->out + lo, hi - lo, j->slope);
+}
+
+static void run_forward(struct cnn_layer *l, act_fwd *fwd, const float *x,
+                        float *y, int n)
+{
+    struct act_job j = {.fwd = fwd, .x = x, .out = y, .slope = slope_of(l)};
+    cnn_parallel_elems((size_t)n * cnn_shape_size(l->in), fwd_part, &j);
+}
+
+static void run_backward(struct cnn_layer *l, act_bwd *bwd, const float *x,
+                         const float *y, const float *dy, float *dx, int n)
+{
+    if (!dx)
+        return;
+    struct act_job j = {.bwd = bwd, .x = x, .y = y, .dy = dy, .out = dx,
+                        .slope = slope_of(l)};
+    cnn_parallel_elems((size_t)n * cnn_shape_size(l->in), bwd_part, &j);
+}
+
+static void relu_f(const float *x, float *y, size_t n, float slope)
+{
+    (void)slope;
+    for (size_t i = 0; i < n; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void relu_backward(struct cnn_layer *l, const float *x, const float *y,
-                          const float *dy, float *dx, int n)
+static void relu_b(const float *x, const float *y, const float *dy, float *dx,
+                   size_t n, float slope)
 {
-    if (dx)
-        for (size_t i = 0, N = count(l, n); i < N; i++)
-            dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    (void)x, (void)slope;
+    for (size_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 static enum cnn_status leaky_create(struct cnn_layer *l, struct cnn_node *args,
@@ -57,52 +104,70 @@ static enum cnn_status leaky_create(struct cnn_layer *l, struct cnn_node *args,
     return same_shape(l, args, err);
 }
 
-static void leaky_forward(struct cnn_layer *l, const float *x, float *y, int n,
-                          const struct cnn_fwd_ctx *ctx)
+static void leaky_f(const float *x, float *y, size_t n, float slope)
 {
-    float a = ((struct leaky_state *)l->state)->slope;
-    for (size_t i = 0, N = count(l, n); i < N; i++)
-        y[i] = x[i] > 0.0f ? x[i] : a * x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
 }
 
-static void leaky_backward(struct cnn_layer *l, const float *x, const float *y,
-                           const float *dy, float *dx, int n)
+static void leaky_b(const float *x, const float *y, const float *dy, float *dx,
+                    size_t n, float slope)
 {
-    float a = ((struct leaky_state *)l->state)->slope;
-    if (dx)
-        for (size_t i = 0, N = count(l, n); i < N; i++)
-            dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
+    (void)y;
+    for (size_t i = 0; i < n; i++)
+        dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
 }
 
-static void sigmoid_forward(struct cnn_layer *l, const float *x, float *y,
-                            int n, const struct cnn_fwd_ctx *ctx)
+static void sigmoid_f(const float *x, float *y, size_t n, float slope)
 {
-    for (size_t i = 0, N = count(l, n); i < N; i++)
+    (void)slope;
+    for (size_t i = 0; i < n; i++)
         y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
-static void sigmoid_backward(struct cnn_layer *l, const float *x,
-                             const float *y, const float *dy, float *dx, int n)
+static void sigmoid_b(const float *x, const float *y, const float *dy,
+                      float *dx, size_t n, float slope)
 {
-    if (dx)
-        for (size_t i = 0, N = count(l, n); i < N; i++)
-            dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+    (void)x, (void)slope;
+    for (size_t i = 0; i < n; i++)
+        dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
-static void tanh_forward(struct cnn_layer *l, const float *x, float *y, int n,
-                         const struct cnn_fwd_ctx *ctx)
+static void tanh_f(const float *x, float *y, size_t n, float slope)
 {
-    for (size_t i = 0, N = count(l, n); i < N; i++)
+    (void)slope;
+    for (size_t i = 0; i < n; i++)
         y[i] = tanhf(x[i]);
 }
 
-static void tanh_backward(struct cnn_layer *l, const float *x, const float *y,
-                          const float *dy, float *dx, int n)
+static void tanh_b(const float *x, const float *y, const float *dy, float *dx,
+                   size_t n, float slope)
 {
-    if (dx)
-        for (size_t i = 0, N = count(l, n); i < N; i++)
-            dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+    (void)x, (void)slope;
+    for (size_t i = 0; i < n; i++)
+        dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
+
+/* The layer's two passes for an activation's kernels. */
+#define ACTIVATION_PASSES(name)                                              \
+    static void name##_forward(struct cnn_layer *l, const float *x,          \
+                               float *y, int n,                              \
+                               const struct cnn_fwd_ctx *ctx)                \
+    {                                                                        \
+        (void)ctx;                                                           \
+        run_forward(l, name##_f, x, y, n);                                   \
+    }                                                                        \
+    static void name##_backward(struct cnn_layer *l, const float *x,         \
+                                const float *y, const float *dy, float *dx,  \
+                                int n)                                       \
+    {                                                                        \
+        run_backward(l, name##_b, x, y, dy, dx, n);                          \
+    }
+
+ACTIVATION_PASSES(relu)
+ACTIVATION_PASSES(leaky)
+ACTIVATION_PASSES(sigmoid)
+ACTIVATION_PASSES(tanh)
 
 static void free_state(struct cnn_layer *l)
 {

@@ -10,6 +10,7 @@
  */
 #include "cnn/ops.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -133,4 +134,34 @@ void cnn_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi),
 {
     struct range_call r = {fn, ctx};
     cnn_parallel_parts(n, cnn_blas_threads(0), range_part, &r);
+}
+
+/* Elements per part's unit, and the fewest worth waking the threads
+ * for: a handoff costs about what a pass over 64k floats does. */
+enum { ELEM_BLOCK = 1 << 13, ELEM_MIN = 1 << 16 };
+
+struct elems_call {
+    void (*fn)(void *ctx, size_t lo, size_t hi);
+    void *ctx;
+    size_t n;
+};
+
+static void elems_part(void *ctx, int lo, int hi)
+{
+    const struct elems_call *e = ctx;
+    size_t end = (size_t)hi * ELEM_BLOCK;
+    e->fn(e->ctx, (size_t)lo * ELEM_BLOCK, end < e->n ? end : e->n);
+}
+
+void cnn_parallel_elems(size_t n, void (*fn)(void *ctx, size_t lo, size_t hi),
+                        void *ctx)
+{
+    size_t blocks = (n + ELEM_BLOCK - 1) / ELEM_BLOCK;
+    if (n < ELEM_MIN || blocks > INT_MAX) {
+        if (n > 0)
+            fn(ctx, 0, n);
+        return;
+    }
+    struct elems_call e = {fn, ctx, n};
+    cnn_parallel_for((int)blocks, elems_part, &e);
 }

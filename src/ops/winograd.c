@@ -175,74 +175,16 @@ static inline void store(float *p, vec v)
     *(vec *)p = v;
 }
 
-/* ph0[j] = row[2j - pad], ph1[j] = row[2j + 1 - pad] for j in [0, S),
- * zero outside the w pixels of the row. */
-static void split_row(const float *row, int w, int pad, int S, float *ph0,
-                      float *ph1)
-{
 #ifdef __AVX512F__
-    /* 32 pixels at a time; masked loads read zeros outside the row and
-     * never fault. */
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
-                                          14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (int j = 0; j < S; j += 16) {
-        __mmask16 in[2];
-        for (int half = 0; half < 2; half++) {
-            /* Lanes k with 0 <= 2j + 16 half + k - pad < w. */
-            int first = pad - 2 * j - 16 * half, end = first + w;
-            first = first < 0 ? 0 : first;
-            end = end > 16 ? 16 : end;
-            in[half] = end > first ? (__mmask16)(((1u << end) - 1) &
-                                                 ~((1u << first) - 1)) : 0;
-        }
-        const float *at = row + 2 * j - pad;
-        __m512 lo = _mm512_maskz_loadu_ps(in[0], at);
-        __m512 hi = _mm512_maskz_loadu_ps(in[1], at + 16);
-        int n = S - j < 16 ? S - j : 16;
-        __mmask16 out = (__mmask16)((1u << n) - 1);
-        _mm512_mask_storeu_ps(ph0 + j, out,
-                              _mm512_permutex2var_ps(lo, even, hi));
-        _mm512_mask_storeu_ps(ph1 + j, out,
-                              _mm512_permutex2var_ps(lo, odd, hi));
-    }
-#else
-    for (int j = 0; j < S; j++) {
-        int x0 = 2 * j - pad, x1 = x0 + 1;
-        ph0[j] = x0 >= 0 && x0 < w ? row[x0] : 0.0f;
-        ph1[j] = x1 >= 0 && x1 < w ? row[x1] : 0.0f;
-    }
-#endif
-}
-
-/* row[2j] = p0[j], row[2j + 1] = p1[j] for the w pixels of a row. p0 and
- * p1 may be read up to 16 floats past the w / 2 they give. */
-static void merge_row(const float *p0, const float *p1, int w, float *row)
+/* Lanes [first, end) of 16, clipped. */
+static __mmask16 lanes(int first, int end)
 {
-#ifdef __AVX512F__
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
-                                        18, 2, 17, 1, 16, 0);
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    for (int j = 0; 2 * j < w; j += 16) {
-        __m512 a = _mm512_loadu_ps(p0 + j), b = _mm512_loadu_ps(p1 + j);
-        int left = w - 2 * j;
-        int na = left > 16 ? 16 : left;
-        int nb = left < 16 ? 0 : left > 32 ? 16 : left - 16;
-        _mm512_mask_storeu_ps(row + 2 * j, (__mmask16)((1u << na) - 1),
-                              _mm512_permutex2var_ps(a, lo, b));
-        _mm512_mask_storeu_ps(row + 2 * j + 16, (__mmask16)((1u << nb) - 1),
-                              _mm512_permutex2var_ps(a, hi, b));
-    }
-#else
-    int even = w / 2;
-    for (int j = 0; j < even; j++) {
-        row[2 * j] = p0[j];
-        row[2 * j + 1] = p1[j];
-    }
-    if (w % 2)
-        row[w - 1] = p0[even];
-#endif
+    first = first < 0 ? 0 : first;
+    end = end > 16 ? 16 : end;
+    return end > first ? (__mmask16)(((1u << end) - 1) & ~((1u << first) - 1))
+                       : 0;
 }
+#endif
 
 /* The plane padded by r / 2 zero pixels all round, split into its four
  * phases: Q[2a + b][i * S + j] = x[2i + a - pad][2j + b - pad], for
@@ -251,13 +193,77 @@ static void merge_row(const float *p0, const float *p1, int w, float *row)
  * zeroed once by the caller. */
 static void split_plane(const struct cnn_wino *p, const float *x, float *Q)
 {
-    int S = p->S, pad = p->r / 2;
+    int S = p->S, w = p->w, pad = p->r / 2;
     size_t qs = quarter_floats(p);
+#ifdef __AVX512F__
+    /* 32 pixels of each row at a time, 16 columns of each phase; masked
+     * loads read zeros outside the row and never fault. The masks are
+     * the same for every row. */
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int j = 0; j < S; j += 16) {
+        /* Lanes k with 0 <= 2j + k - pad < w, and the 16 after. */
+        int first = pad - 2 * j;
+        __mmask16 in0 = lanes(first, first + w);
+        __mmask16 in1 = lanes(first - 16, first - 16 + w);
+        __mmask16 out = lanes(0, S - j);
+        const float *at = x + 2 * j - pad;
+        for (int y = 0; y < p->h; y++, at += w) {
+            int i = (y + pad) / 2, a = (y + pad) % 2;
+            float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S + j;
+            __m512 lo = _mm512_maskz_loadu_ps(in0, at);
+            __m512 hi = _mm512_maskz_loadu_ps(in1, at + 16);
+            _mm512_mask_storeu_ps(ph0, out,
+                                  _mm512_permutex2var_ps(lo, even, hi));
+            _mm512_mask_storeu_ps(ph0 + qs, out,
+                                  _mm512_permutex2var_ps(lo, odd, hi));
+        }
+    }
+#else
     for (int y = 0; y < p->h; y++) {
+        const float *row = x + (size_t)y * w;
         int i = (y + pad) / 2, a = (y + pad) % 2;
         float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S;
-        split_row(x + (size_t)y * p->w, p->w, pad, S, ph0, ph0 + qs);
+        for (int j = 0; j < S; j++) {
+            int x0 = 2 * j - pad, x1 = x0 + 1;
+            ph0[j] = x0 >= 0 && x0 < w ? row[x0] : 0.0f;
+            ph0[qs + j] = x1 >= 0 && x1 < w ? row[x1] : 0.0f;
+        }
     }
+#endif
+}
+
+/* The plane from its four phases: y[2i + a][2j + b] = P[2a + b][i * S +
+ * j] for the h x w pixels. P's phases may be read up to 16 floats past
+ * the (w + 1) / 2 columns they give. */
+static void merge_plane(const struct cnn_wino *p, const float *P, float *y)
+{
+    int S = p->S, w = p->w;
+    size_t qs = quarter_floats(p);
+#ifdef __AVX512F__
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                        18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int j = 0; 2 * j < w; j += 16) {
+        __mmask16 m0 = lanes(0, w - 2 * j), m1 = lanes(0, w - 2 * j - 16);
+        float *row = y + 2 * j;
+        for (int oy = 0; oy < p->h; oy++, row += w) {
+            const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S + j;
+            __m512 a = _mm512_loadu_ps(p0), b = _mm512_loadu_ps(p0 + qs);
+            _mm512_mask_storeu_ps(row, m0, _mm512_permutex2var_ps(a, lo, b));
+            _mm512_mask_storeu_ps(row + 16, m1,
+                                  _mm512_permutex2var_ps(a, hi, b));
+        }
+    }
+#else
+    for (int oy = 0; oy < p->h; oy++) {
+        const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S;
+        float *row = y + (size_t)oy * w;
+        for (int ox = 0; ox < w; ox++)
+            row[ox] = p0[(ox % 2) * qs + ox / 2];
+    }
+#endif
 }
 
 /* The tile at slot k has d[y][x] = Q[2 (y % 2) + x % 2][k + (y / 2) S +
@@ -364,7 +370,7 @@ static void output_plane(const struct cnn_wino *p, const float *m,
                          size_t qstep, float b, float *y, float *P)
 {
     int a = p->a;
-    size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
+    size_t qs = quarter_floats(p), n = slots_per(p);
     for (size_t k = 0; k < n; k += L) {
         vec r[2][AMAX];
         if (a == 4) {
@@ -402,17 +408,14 @@ static void output_plane(const struct cnn_wino *p, const float *m,
             }
         }
     }
-    for (int oy = 0; oy < p->h; oy++) {
-        const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S;
-        merge_row(p0, p0 + qs, p->w, y + (size_t)oy * p->w);
-    }
+    merge_plane(p, P, y);
 }
 
 /* V[points][c][tiles] for n examples of x. The slots of the last
  * vector past the last tile are multiplied too: zeros, not whatever the
  * last plane's vectors left there. (The products of slots past that
  * vector are never computed; output_plane's vectors may read them, for
- * lanes that merge_row leaves out.) */
+ * lanes that merge_plane leaves out.) */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
                       float *V, float *Q)
 {
