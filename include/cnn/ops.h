@@ -76,7 +76,8 @@ size_t cnn_wino_weight_floats(const struct cnn_wino *p);
  * plan's own filters [f, c, r, r]; with adjoint, it is the filters of
  * the convolution this one is the adjoint of, [c, f, r, r], used turned
  * 180 degrees and transposed: the convolution then takes that
- * convolution's output gradient to its input gradient. */
+ * convolution's output gradient to its input gradient. Runs over
+ * cnn_parallel_for's threads, as cnn_wino_weight_grad_finish does. */
 void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
                       float *U);
 

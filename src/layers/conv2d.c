@@ -187,7 +187,8 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
 /* What the threads share: the layer's tensors for a batch of n. */
 struct job {
     const struct conv_state *s;
-    const float *x, *W, *b, *dy;       /* x[n, in], W[F, kk], dy[n, F, ohw] */
+    const float *x, *W, *b, *dy;       /* x[n, in], W[F, kk], b[F] or NULL,
+                                        * dy[n, F, ohw] */
     float *y, *dx;                      /* y[n, F, ohw], dx[n, in] */
     int n, F, kk, ohw;
     size_t in_size;
@@ -253,7 +254,8 @@ static void unfold_grad(const struct job *j, int first, int nb, float *col,
             const float *src = dyi + (size_t)f * j->ohw;
             memcpy(tmp + (size_t)f * cols + i * j->ohw, src,
                    j->ohw * sizeof *src);
-            db[f] += (float)cnn_sum(src, j->ohw);
+            if (j->b)
+                db[f] += (float)cnn_sum(src, j->ohw);
         }
     }
 
@@ -280,7 +282,7 @@ static void backward_part(void *ctx, int part, int lo, int hi)
 
         if (j->s->wino_grad) {
             const float *dy = j->dy + (size_t)first * j->F * j->ohw;
-            for (int i = 0; i < nb * j->F; i++)
+            for (int i = 0; j->b && i < nb * j->F; i++)
                 db[i % j->F] += (float)cnn_sum(dy + (size_t)i * j->ohw,
                                                j->ohw);
             cnn_wino_weight_grad(&j->s->fwd, j->x + (size_t)first *
@@ -355,7 +357,8 @@ static void conv_backward(struct cnn_layer *l, const float *x, const float *y,
                     .F = l->out.c, .kk = s->g.c * s->g.kh * s->g.kw,
                     .ohw = s->g.oh * s->g.ow,
                     .in_size = cnn_shape_size(l->in),
-                    .W = l->params[0].data};
+                    .W = l->params[0].data,
+                    .b = l->n_params > 1 ? l->params[1].data : NULL};
     if (s->wino && dx)
         cnn_wino_weights(&s->bwd, j.W, true, s->U);
     int parts = run_chunks(&j, backward_part);

@@ -131,38 +131,55 @@ size_t cnn_wino_weight_floats(const struct cnn_wino *p)
     return (size_t)p->points * p->c * p->fpad;
 }
 
-void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
-                      float *U)
+struct weights_job {
+    const struct cnn_wino *p;
+    const float *W;
+    bool adjoint;
+    float *U;
+};
+
+/* U for output channels [lo, hi). */
+static void weights_part(void *ctx, int lo, int hi)
 {
+    const struct weights_job *j = ctx;
+    const struct cnn_wino *p = j->p;
     const struct wino_mats *m = mats(p);
     int r = p->r, a = p->a, rr = r * r;
-    memset(U, 0, cnn_wino_weight_floats(p) * sizeof *U);
-    for (int o = 0; o < p->f; o++) {
+    for (int o = lo; o < hi; o++) {
         for (int i = 0; i < p->c; i++) {
             /* g[r][r]: the forward filter, or the adjoint's one: the
              * forward filter from output i to input o, turned 180. */
             float g[25], t[AMAX][5];
-            const float *src = adjoint ? W + ((size_t)i * p->f + o) * rr
-                                       : W + ((size_t)o * p->c + i) * rr;
+            const float *src = j->adjoint
+                                   ? j->W + ((size_t)i * p->f + o) * rr
+                                   : j->W + ((size_t)o * p->c + i) * rr;
             for (int k = 0; k < rr; k++)
-                g[k] = adjoint ? src[rr - 1 - k] : src[k];
+                g[k] = j->adjoint ? src[rr - 1 - k] : src[k];
 
             for (int x = 0; x < a; x++)             /* t = G g */
-                for (int j = 0; j < r; j++) {
+                for (int y = 0; y < r; y++) {
                     float s = 0;
                     for (int k = 0; k < r; k++)
-                        s += m->G[x][k] * g[k * r + j];
-                    t[x][j] = s;
+                        s += m->G[x][k] * g[k * r + y];
+                    t[x][y] = s;
                 }
             for (int x = 0; x < a; x++)             /* u = t Gt */
                 for (int y = 0; y < a; y++) {
                     float s = 0;
                     for (int k = 0; k < r; k++)
                         s += t[x][k] * m->G[y][k];
-                    U[((size_t)(x * a + y) * p->c + i) * p->fpad + o] = s;
+                    j->U[((size_t)(x * a + y) * p->c + i) * p->fpad + o] = s;
                 }
         }
     }
+}
+
+void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
+                      float *U)
+{
+    struct weights_job j = {p, W, adjoint, U};
+    memset(U, 0, cnn_wino_weight_floats(p) * sizeof *U);
+    cnn_parallel_for(p->f, weights_part, &j);
 }
 
 static inline vec load(const float *p)
@@ -590,17 +607,25 @@ void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
                      dUt + (size_t)q * p->c * fp);
 }
 
-void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
-                                 float *dW)
+struct finish_job {
+    const struct cnn_wino *p;
+    const float *dUt;
+    float *dW;
+};
+
+/* dW += Gt dU G for output channels [lo, hi). */
+static void finish_part(void *ctx, int lo, int hi)
 {
+    const struct finish_job *j = ctx;
+    const struct cnn_wino *p = j->p;
     const struct wino_mats *m = mats(p);
     int r = p->r, a = p->a;
     size_t qstep = (size_t)p->c * p->fpad;
-    for (int f = 0; f < p->f; f++) {
+    for (int f = lo; f < hi; f++) {
         for (int c = 0; c < p->c; c++) {
             float u[AMAX][AMAX], t[5][AMAX];
             for (int q = 0; q < p->points; q++)
-                u[q / a][q % a] = dUt[q * qstep + (size_t)c * p->fpad + f];
+                u[q / a][q % a] = j->dUt[q * qstep + (size_t)c * p->fpad + f];
             for (int i = 0; i < r; i++)         /* t = Gt u */
                 for (int y = 0; y < a; y++) {
                     float s = 0;
@@ -608,14 +633,21 @@ void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
                         s += m->G[x][i] * u[x][y];
                     t[i][y] = s;
                 }
-            float *dw = dW + ((size_t)f * p->c + c) * r * r;
+            float *dw = j->dW + ((size_t)f * p->c + c) * r * r;
             for (int i = 0; i < r; i++)         /* dg = t G */
-                for (int j = 0; j < r; j++) {
+                for (int k = 0; k < r; k++) {
                     float s = 0;
                     for (int y = 0; y < a; y++)
-                        s += t[i][y] * m->G[y][j];
-                    dw[i * r + j] += s;
+                        s += t[i][y] * m->G[y][k];
+                    dw[i * r + k] += s;
                 }
         }
     }
+}
+
+void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
+                                 float *dW)
+{
+    struct finish_job j = {p, dUt, dW};
+    cnn_parallel_for(p->f, finish_part, &j);
 }
