@@ -89,6 +89,15 @@ static void test_im2col_adjoint(void **state)
                                          .kw = 5, .stride = 1, .pad = 2});
     check_adjoint((struct cnn_conv_geom){.c = 1, .h = 2, .w = 3, .kh = 5,
                                          .kw = 5, .stride = 1, .pad = 2});
+    /* Stride 2's scatter, over widths past one and two vectors. */
+    check_adjoint((struct cnn_conv_geom){.c = 2, .h = 28, .w = 28, .kh = 3,
+                                         .kw = 3, .stride = 2, .pad = 1});
+    check_adjoint((struct cnn_conv_geom){.c = 1, .h = 5, .w = 67, .kh = 3,
+                                         .kw = 3, .stride = 2, .pad = 1});
+    check_adjoint((struct cnn_conv_geom){.c = 2, .h = 8, .w = 35, .kh = 1,
+                                         .kw = 1, .stride = 2, .pad = 0});
+    check_adjoint((struct cnn_conv_geom){.c = 1, .h = 7, .w = 41, .kh = 5,
+                                         .kw = 5, .stride = 2, .pad = 2});
 }
 
 static void test_im2col_layout(void **state)
@@ -148,6 +157,11 @@ static void test_im2col_entries(void **state)
         {2, 5, 4, 3, 1, 1}, {1, 6, 6, 5, 1, 2}, {3, 3, 7, 1, 1, 0},
         {1, 1, 1, 3, 1, 1}, {2, 2, 3, 5, 1, 2}, {1, 5, 6, 3, 2, 1},
         {2, 6, 5, 2, 1, 0}, {1, 4, 4, 3, 1, 2},
+        /* Stride 2, as a ResNet downsamples: rows gathered 16 outputs
+         * at a time, so widths past 32 and 64 pixels and odd sizes. */
+        {2, 28, 28, 3, 2, 1}, {2, 14, 14, 1, 2, 0}, {1, 7, 7, 3, 2, 1},
+        {1, 9, 67, 3, 2, 1}, {2, 5, 41, 5, 2, 2}, {1, 6, 33, 1, 2, 0},
+        {1, 5, 35, 4, 2, 0},
     };
     for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) {
         const int *q = geoms[i];

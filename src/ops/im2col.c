@@ -6,13 +6,17 @@
  * loops are plain copies (memcpy for stride 1) and adds without branches.
  * Stride-1 windows whose output has the input's size ("same" padding, all
  * of a ResNet's 3x3 convolutions) go further: a row of col is then the
- * whole plane shifted, one copy or one add over its span.
+ * whole plane shifted, one copy or one add over its span. Stride 2 (a
+ * ResNet's downsampling) gathers and scatters whole rows with AVX-512
+ * where the build has it.
  */
 #include "cnn/ops.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+
+#include "lanes.h"
 
 int cnn_conv_out_size(int in, int k, int stride, int pad)
 {
@@ -100,6 +104,48 @@ static void im2col_same(const struct cnn_conv_geom *g, const float *im,
     }
 }
 
+#ifdef __AVX512F__
+/* dst[j] = row[x0 + 2j] for j < n, zero where x0 + 2j is outside
+ * [0, w): 32 pixels at a time, the even ones. */
+static void gather2(const float *row, int w, int x0, int n, float *dst)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    for (int j = 0; j < n; j += 16) {
+        int base = x0 + 2 * j;
+        __m512 lo = _mm512_maskz_loadu_ps(cnn_lanes(-base, w - base),
+                                          cnn_lane_at(row, base));
+        __m512 hi = _mm512_maskz_loadu_ps(cnn_lanes(-base - 16, w - base - 16),
+                                          cnn_lane_at(row, base + 16));
+        _mm512_mask_storeu_ps(dst + j, cnn_lanes(0, n - j),
+                              _mm512_permutex2var_ps(lo, even, hi));
+    }
+}
+
+/* row[x0 + 2j] += src[j] for j < n where x0 + 2j is inside [0, w). */
+static void scatter2_add(const float *src, int n, float *row, int w, int x0)
+{
+    const __m512i half = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2,
+                                          2, 1, 1, 0, 0);
+    const __m512i half_hi = _mm512_add_epi32(half, _mm512_set1_epi32(8));
+    const __mmask16 even = 0x5555;
+    for (int j = 0; j < n; j += 16) {
+        int base = x0 + 2 * j, left = 2 * (n - j);
+        __m512 s = _mm512_maskz_loadu_ps(cnn_lanes(0, n - j), src + j);
+        __mmask16 m0 = even & cnn_lanes(-base, w - base) & cnn_lanes(0, left);
+        __mmask16 m1 = even & cnn_lanes(-base - 16, w - base - 16) &
+                       cnn_lanes(0, left - 16);
+        float *at0 = cnn_lane_at(row, base), *at1 = cnn_lane_at(row, base + 16);
+        __m512 r0 = _mm512_maskz_loadu_ps(m0, at0);
+        __m512 r1 = _mm512_maskz_loadu_ps(m1, at1);
+        _mm512_mask_storeu_ps(at0, m0, _mm512_add_ps(
+                                  r0, _mm512_permutexvar_ps(half, s)));
+        _mm512_mask_storeu_ps(at1, m1, _mm512_add_ps(
+                                  r1, _mm512_permutexvar_ps(half_hi, s)));
+    }
+}
+#endif
+
 void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
                 int ld)
 {
@@ -121,6 +167,13 @@ void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
                         memset(dst, 0, (size_t)g->ow * sizeof *dst);
                         continue;
                     }
+#ifdef __AVX512F__
+                    if (g->stride == 2) {
+                        gather2(plane + (size_t)y * g->w, g->w, kx - g->pad,
+                                g->ow, dst);
+                        continue;
+                    }
+#endif
                     /* Input column of output column lo; >= 0 by lo's choice. */
                     const float *src = plane + (size_t)y * g->w +
                                        (lo * g->stride - g->pad + kx);
@@ -178,6 +231,14 @@ void cnn_col2im(const struct cnn_conv_geom *g, float *col, int ld, float *im)
                     int y = oy * g->stride - g->pad + ky;
                     if (y < 0 || y >= g->h)
                         continue;
+#ifdef __AVX512F__
+                    if (g->stride == 2) {
+                        scatter2_add(row + oy * g->ow, g->ow,
+                                     plane + (size_t)y * g->w, g->w,
+                                     kx - g->pad);
+                        continue;
+                    }
+#endif
                     const float *src = row + oy * g->ow + lo;
                     float *dst = plane + (size_t)y * g->w +
                                  (lo * g->stride - g->pad + kx);

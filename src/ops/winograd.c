@@ -37,9 +37,7 @@
 
 #include <string.h>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "lanes.h"
 
 enum { L = CNN_WINO_LANES, AMAX = 6 };
 
@@ -192,17 +190,6 @@ static inline void store(float *p, vec v)
     *(vec *)p = v;
 }
 
-#ifdef __AVX512F__
-/* Lanes [first, end) of 16, clipped. */
-static __mmask16 lanes(int first, int end)
-{
-    first = first < 0 ? 0 : first;
-    end = end > 16 ? 16 : end;
-    return end > first ? (__mmask16)(((1u << end) - 1) & ~((1u << first) - 1))
-                       : 0;
-}
-#endif
-
 /* The plane padded by r / 2 zero pixels all round, split into its four
  * phases: Q[2a + b][i * S + j] = x[2i + a - pad][2j + b - pad], for
  * i < rows and j < S. Only the image's rows are written: the rows of
@@ -222,15 +209,16 @@ static void split_plane(const struct cnn_wino *p, const float *x, float *Q)
     for (int j = 0; j < S; j += 16) {
         /* Lanes k with 0 <= 2j + k - pad < w, and the 16 after. */
         int first = pad - 2 * j;
-        __mmask16 in0 = lanes(first, first + w);
-        __mmask16 in1 = lanes(first - 16, first - 16 + w);
-        __mmask16 out = lanes(0, S - j);
-        const float *at = x + 2 * j - pad;
-        for (int y = 0; y < p->h; y++, at += w) {
+        __mmask16 in0 = cnn_lanes(first, first + w);
+        __mmask16 in1 = cnn_lanes(first - 16, first - 16 + w);
+        __mmask16 out = cnn_lanes(0, S - j);
+        for (int y = 0; y < p->h; y++) {
+            const float *row = x + (size_t)y * w;
             int i = (y + pad) / 2, a = (y + pad) % 2;
             float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S + j;
-            __m512 lo = _mm512_maskz_loadu_ps(in0, at);
-            __m512 hi = _mm512_maskz_loadu_ps(in1, at + 16);
+            __m512 lo = _mm512_maskz_loadu_ps(in0, cnn_lane_at(row, -first));
+            __m512 hi = _mm512_maskz_loadu_ps(in1,
+                                              cnn_lane_at(row, 16 - first));
             _mm512_mask_storeu_ps(ph0, out,
                                   _mm512_permutex2var_ps(lo, even, hi));
             _mm512_mask_storeu_ps(ph0 + qs, out,
@@ -263,13 +251,15 @@ static void merge_plane(const struct cnn_wino *p, const float *P, float *y)
                                         18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
     for (int j = 0; 2 * j < w; j += 16) {
-        __mmask16 m0 = lanes(0, w - 2 * j), m1 = lanes(0, w - 2 * j - 16);
-        float *row = y + 2 * j;
-        for (int oy = 0; oy < p->h; oy++, row += w) {
+        __mmask16 m0 = cnn_lanes(0, w - 2 * j);
+        __mmask16 m1 = cnn_lanes(0, w - 2 * j - 16);
+        for (int oy = 0; oy < p->h; oy++) {
+            float *row = y + (size_t)oy * w;
             const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S + j;
             __m512 a = _mm512_loadu_ps(p0), b = _mm512_loadu_ps(p0 + qs);
-            _mm512_mask_storeu_ps(row, m0, _mm512_permutex2var_ps(a, lo, b));
-            _mm512_mask_storeu_ps(row + 16, m1,
+            _mm512_mask_storeu_ps(cnn_lane_at(row, 2 * j), m0,
+                                  _mm512_permutex2var_ps(a, lo, b));
+            _mm512_mask_storeu_ps(cnn_lane_at(row, 2 * j + 16), m1,
                                   _mm512_permutex2var_ps(a, hi, b));
         }
     }
