@@ -491,13 +491,56 @@ size_t cnn_wino_grad_work_floats(const struct cnn_wino *p)
 /* yt[h * w][fpad] = dy[f][h * w] of one example, zero past f. */
 static void channels_last(const struct cnn_wino *p, const float *dy, float *yt)
 {
-    size_t hw = (size_t)p->h * p->w;
+    size_t hw = (size_t)p->h * p->w, fp = p->fpad;
+#ifdef __AVX512F__
+    /* Blocks of 16 filters by 16 pixels, turned in registers: pairs of
+     * rows interleaved, then fours, then the 128-bit quarters. */
+    for (size_t i0 = 0; i0 < hw; i0 += L) {
+        size_t left = hw - i0;
+        __mmask16 cols = cnn_lanes(0, left < L ? (int)left : L);
+        for (int f0 = 0; f0 < p->fpad; f0 += L) {
+            __m512 r[L], t[L];
+            for (int k = 0; k < L; k++)
+                r[k] = f0 + k < p->f
+                           ? _mm512_maskz_loadu_ps(
+                                 cols, dy + (size_t)(f0 + k) * hw + i0)
+                           : _mm512_setzero_ps();
+            for (int k = 0; k < L; k += 2) {
+                t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+                t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+            }
+            /* r[4g + c]: rows 4g .. 4g + 3 at column 4b + c of each
+             * quarter b. */
+            for (int k = 0; k < L; k += 4) {
+                r[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+                r[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xee);
+                r[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                r[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xee);
+            }
+            for (int c = 0; c < 4; c++) {
+                __m512 a0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+                __m512 a1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+                __m512 a2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+                __m512 a3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+                __m512 col[4] = {_mm512_shuffle_f32x4(a0, a2, 0x88),
+                                 _mm512_shuffle_f32x4(a1, a3, 0x88),
+                                 _mm512_shuffle_f32x4(a0, a2, 0xdd),
+                                 _mm512_shuffle_f32x4(a1, a3, 0xdd)};
+                for (int b = 0; b < 4; b++)
+                    if ((size_t)(4 * b + c) < left)
+                        _mm512_storeu_ps(yt + (i0 + 4 * b + c) * fp + f0,
+                                         col[b]);
+            }
+        }
+    }
+#else
     for (size_t i0 = 0; i0 < hw; i0 += L) {
         size_t i1 = i0 + L < hw ? i0 + L : hw;
-        for (int f = 0; f < p->fpad; f++)
+        for (size_t f = 0; f < fp; f++)
             for (size_t i = i0; i < i1; i++)
-                yt[i * p->fpad + f] = f < p->f ? dy[f * hw + i] : 0.0f;
+                yt[i * fp + f] = f < (size_t)p->f ? dy[f * hw + i] : 0.0f;
     }
+#endif
 }
 
 /* E[q][t][fpad] for the tiles of one example, t from its first slot:
