@@ -10,9 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
+#include "cnn/ops.h"
 #include "cnn/optim.h"
 
 /* Creates the optimizer described by a YAML flow mapping over n
@@ -256,6 +258,90 @@ static void test_plateau(void **state)
     assert_float_equal(cnn_schedule_lr(&s, 0, 0), 0.2, 1e-12);  /* floor */
 }
 
+/* A step shared out over two threads, the flat block cut at 8192-value
+ * boundaries that fall inside groups, gives bit for bit the updates of
+ * each group's own update over the whole group: every elementwise kind,
+ * with a frozen group, one at lr_scale 0 and one without decay. */
+static void test_split_step(void **state)
+{
+    (void)state;
+    static const char *const kinds[] = {
+        "{name: sgd, momentum: 0.9, nesterov: true, weight_decay: 0.01, "
+        "no_decay: [norm]}",
+        "{name: adam, weight_decay: 0.01}",
+        "{name: adamw, weight_decay: 0.1}",
+        "{name: lion, weight_decay: 0.1}",
+        "{name: rmsprop, momentum: 0.9, centered: true, weight_decay: 0.01}",
+        "{name: adagrad, lr_decay: 0.01}",
+    };
+    enum { N = 200003 };
+    const struct cnn_param_group groups[] = {
+        {.offset = 0, .count = 70001, .kind = CNN_PARAM_WEIGHT,
+         .lr_scale = 1.0f},
+        {.offset = 70001, .count = 9000, .kind = CNN_PARAM_NORM,
+         .lr_scale = 0.5f},
+        {.offset = 79001, .count = 9000, .kind = CNN_PARAM_WEIGHT,
+         .lr_scale = 1.0f, .frozen = true},
+        {.offset = 88001, .count = 9000, .kind = CNN_PARAM_WEIGHT,
+         .lr_scale = 0.0f},
+        {.offset = 97001, .count = N - 97001, .kind = CNN_PARAM_BIAS,
+         .lr_scale = 2.0f},
+    };
+    int n_groups = (int)(sizeof groups / sizeof groups[0]);
+    float *p = malloc(N * sizeof *p), *q = malloc(N * sizeof *q);
+    float *g = malloc(N * sizeof *g), *h = malloc(N * sizeof *h);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_non_null(g);
+    assert_non_null(h);
+    int threads = cnn_blas_threads(0);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        char text[512];
+        snprintf(text, sizeof text, "optimizer: %s\n", kinds[k]);
+        struct cnn_config cfg;
+        struct cnn_error err = {0};
+        struct cnn_optim split, whole;
+        assert_int_equal(cnn_config_load_string(&cfg, text, "t.yaml", ".",
+                                                &err), CNN_OK);
+        struct cnn_node *sec = cnn_node_get(cfg.root, "optimizer");
+        assert_int_equal(cnn_optim_create(&split, sec, groups, n_groups, N,
+                                          &err), CNN_OK);
+        assert_int_equal(cnn_optim_create(&whole, sec, groups, n_groups, N,
+                                          &err), CNN_OK);
+        assert_true(split.kind->elementwise);
+        for (size_t i = 0; i < N; i++)
+            p[i] = q[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+        for (int step = 0; step < 3; step++) {
+            for (size_t i = 0; i < N; i++)
+                g[i] = h[i] = (float)((i * 104729 + step) % 997) / 997.0f -
+                              0.5f;
+            cnn_blas_threads(2);
+            cnn_optim_step(&split, p, g, 0.01f);
+            cnn_blas_threads(1);
+            for (int i = 0; i < n_groups; i++) {
+                const struct cnn_param_group *grp = &whole.groups[i];
+                if (grp->frozen || grp->lr_scale == 0.0f)
+                    continue;
+                whole.kind->update(&whole, q + grp->offset, h + grp->offset,
+                                   grp->offset, grp->count,
+                                   0.01f * grp->lr_scale,
+                                   grp->decay ? (float)whole.weight_decay
+                                              : 0.0f);
+            }
+            whole.steps++;
+        }
+        assert_memory_equal(p, q, N * sizeof *p);
+        cnn_optim_free(&split);
+        cnn_optim_free(&whole);
+        cnn_config_free(&cfg);
+    }
+    cnn_blas_threads(threads);
+    free(p);
+    free(q);
+    free(g);
+    free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_onecycle),
         cmocka_unit_test(test_plateau),
+        cmocka_unit_test(test_split_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,6 +52,10 @@ struct cnn_optim_kind {
      * the number of updates done before this one. */
     void (*update)(struct cnn_optim *o, float *p, const float *g,
                    size_t offset, size_t n, float lr, float wd);
+    /* Each parameter's update reads only its own state, so a step may
+     * cut the flat block anywhere and share it out over the threads.
+     * (8-bit Adam's blocks of state are not cut: it runs on one.) */
+    bool elementwise;
 };
 
 struct cnn_optim {

@@ -60,4 +60,5 @@ const struct cnn_optim_kind cnn_optim_adagrad = {
     .name = "adagrad",
     .create = adagrad_create,
     .update = adagrad_update,
+    .elementwise = true,
 };

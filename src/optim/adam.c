@@ -76,10 +76,12 @@ const struct cnn_optim_kind cnn_optim_adam = {
     .name = "adam",
     .create = adam_create,
     .update = adam_update,
+    .elementwise = true,
 };
 
 const struct cnn_optim_kind cnn_optim_adamw = {
     .name = "adamw",
     .create = adamw_create,
     .update = adam_update,
+    .elementwise = true,
 };

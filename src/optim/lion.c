@@ -53,4 +53,5 @@ const struct cnn_optim_kind cnn_optim_lion = {
     .name = "lion",
     .create = lion_create,
     .update = lion_update,
+    .elementwise = true,
 };

@@ -4,6 +4,7 @@
  * that clips gradients and walks the parameter groups.
  */
 #include "cnn/optim.h"
+#include "cnn/ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -192,20 +193,42 @@ static double clip(struct cnn_optim *o, float *g)
     return norm;
 }
 
+struct step_job {
+    struct cnn_optim *o;
+    float *params;
+    const float *grads;
+    float lr;
+};
+
+/* The updates of the flat block's parameters [lo, hi), group by group. */
+static void step_part(void *ctx, size_t lo, size_t hi)
+{
+    const struct step_job *j = ctx;
+    struct cnn_optim *o = j->o;
+    for (int k = 0; k < o->n_groups; k++) {
+        const struct cnn_param_group *grp = &o->groups[k];
+        size_t a = grp->offset > lo ? grp->offset : lo;
+        size_t b = grp->offset + grp->count < hi ? grp->offset + grp->count
+                                                 : hi;
+        if (a >= b || grp->frozen || grp->lr_scale == 0.0f)
+            continue;
+        float wd = grp->decay ? (float)o->weight_decay : 0.0f;
+        o->kind->update(o, j->params + a, j->grads + a, a, b - a,
+                        j->lr * grp->lr_scale, wd);
+    }
+}
+
 double cnn_optim_step(struct cnn_optim *o, float *params, float *grads,
                       float lr)
 {
     double norm = clip(o, grads);
     if (!isfinite(norm))
         return norm;
-    for (int k = 0; k < o->n_groups; k++) {
-        const struct cnn_param_group *grp = &o->groups[k];
-        if (grp->frozen || grp->lr_scale == 0.0f)
-            continue;
-        float wd = grp->decay ? (float)o->weight_decay : 0.0f;
-        o->kind->update(o, params + grp->offset, grads + grp->offset,
-                        grp->offset, grp->count, lr * grp->lr_scale, wd);
-    }
+    struct step_job j = {o, params, grads, lr};
+    if (o->kind->elementwise)
+        cnn_parallel_elems(o->n, step_part, &j);
+    else
+        step_part(&j, 0, o->n);
     o->steps++;
     return norm;
 }

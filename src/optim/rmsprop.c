@@ -84,4 +84,5 @@ const struct cnn_optim_kind cnn_optim_rmsprop = {
     .name = "rmsprop",
     .create = rmsprop_create,
     .update = rmsprop_update,
+    .elementwise = true,
 };

@@ -89,4 +89,5 @@ const struct cnn_optim_kind cnn_optim_sgd = {
     .name = "sgd",
     .create = sgd_create,
     .update = sgd_update,
+    .elementwise = true,
 };
