@@ -642,6 +642,39 @@ static enum cnn_status allocate_nested(struct cnn_net *net,
     return CNN_OK;
 }
 
+/* --- relus done by the layer before them -------------------------------- */
+
+/* A relu right after a layer that can apply it (batchnorm) is done by
+ * that layer: the relu's output is that layer's buffer, which it writes
+ * through max(0, .), and the relu's output gradient is the one the
+ * layer reads, gated where its output is positive. The relu's passes
+ * are skipped: two passes over the activations of the forward pass and
+ * one of the backward pass fewer, and one activation buffer. Stacks
+ * whose buffers are placed in the scratch or kept as bfloat16 keep their
+ * relus. */
+static void fuse_relus(struct cnn_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        struct cnn_net *subs[4];
+        int n = children(&net->layers[i], subs);
+        for (int k = 0; k < n; k++)
+            fuse_relus(subs[k]);
+    }
+    if (net->scratch || net->bf16)
+        return;
+    for (int i = 0; i + 1 < net->n_layers; i++) {
+        struct cnn_layer *l = &net->layers[i], *next = &net->layers[i + 1];
+        if (!l->kind->can_apply_relu || next->kind != &cnn_layer_relu ||
+            l->applies_relu || next->skipped)
+            continue;
+        l->applies_relu = true;
+        next->skipped = true;
+        free(net->acts[i + 2]);
+        net->acts[i + 2] = net->acts[i + 1];
+        net->dacts[i + 1] = net->dacts[i + 2];
+    }
+}
+
 static enum cnn_status allocate_scratch(struct cnn_net *net,
                                         struct cnn_error *err)
 {
@@ -752,6 +785,8 @@ enum cnn_status cnn_net_build_opts(struct cnn_net *net,
         st = allocate_scratch(net, err);
     if (st == CNN_OK)
         st = allocate_nested(net, err);
+    if (st == CNN_OK && !(opts && opts->unfused))
+        fuse_relus(net);
     if (st != CNN_OK)
         cnn_net_free(net);
     return st;
@@ -785,6 +820,8 @@ const float *cnn_net_forward_ctx(struct cnn_net *net, const float *x, int n,
         net->acts[0] = (float *)x;
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
+        if (l->skipped)
+            continue;
         l->kind->forward(l, net->acts[i], net->acts[i + 1], n, ctx);
         /* The next layer reads the output as it is kept: rounded. */
         if (net->bf16)
@@ -809,6 +846,8 @@ void cnn_net_backward(struct cnn_net *net, const float *dout, int n)
 
     for (int i = L - 1; i >= net->grad_from; i--) {
         struct cnn_layer *l = &net->layers[i];
+        if (l->skipped)
+            continue;
         if (net->bf16) {        /* the layer's input and output, back */
             if (i > 0)
                 cnn_bf16_unpack(net->acts16[i], net->acts[i],
@@ -826,8 +865,8 @@ void cnn_net_zero_grad(struct cnn_net *net)
     memset(net->grads, 0, net->n_params * sizeof *net->grads);
 }
 
-/* Output bytes in buffers of their own: not those of scratch stacks;
- * bfloat16 ones at their size. */
+/* Output bytes in buffers of their own: not those of scratch stacks,
+ * nor of relus done by the layer before; bfloat16 ones at their size. */
 static size_t owned_outputs(const struct cnn_net *net)
 {
     size_t total = 0;
@@ -835,7 +874,7 @@ static size_t owned_outputs(const struct cnn_net *net)
         total = 2 * largest_slot(net, false) * sizeof(float);
     for (int i = 0; i < net->n_layers; i++) {
         struct cnn_layer *l = &net->layers[i];
-        if (!net->scratch)
+        if (!net->scratch && !l->skipped)
             total += (size_t)net->batch * cnn_shape_size(l->out) *
                      (net->bf16 ? sizeof(uint16_t) : sizeof(float));
         struct cnn_net *subs[4];
@@ -951,7 +990,8 @@ void cnn_net_free(struct cnn_net *net)
             free(net->acts[0]);
     } else if (net->acts && !net->scratch)
         for (int i = net->borrowed_input ? 1 : 0; i <= net->n_layers; i++)
-            free(net->acts[i]);
+            if (i == 0 || !net->layers[i - 1].skipped)    /* not a view */
+                free(net->acts[i]);
     for (int k = 0; k < 3; k++)         /* NULL in a nested stack */
         free(net->dwork[k]);
     free(net->scratch_block);

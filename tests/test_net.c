@@ -937,9 +937,10 @@ static void test_checkpoint_per_block(void **state)
                                 &err), CNN_OK);
     assert_int_equal(build_opts(1, text, shape(1, 6, 6), CK_BATCH, NULL,
                                 &err), CNN_OK);
-    /* Kept: stem, two block outputs, the second body's 3, flatten and
-     * dense; scratch: the first body's 3. */
-    size_t kept = CK_BATCH * (4 * 36 * 7 + 3);
+    /* Kept: stem, two block outputs, the second body's conv and
+     * batchnorm (which does its relu), flatten and dense; scratch: the
+     * first body's 3. */
+    size_t kept = CK_BATCH * (4 * 36 * 6 + 3);
     size_t scratch = CK_BATCH * 3 * 4 * 36;
     assert_int_equal(cnn_net_activation_bytes(&nets[0]),
                      (kept + scratch) * sizeof(float));
@@ -1109,6 +1110,78 @@ static void test_backward_stops_at_first_params(void **state)
     assert_int_equal(nets[1].grad_from, 1);
 }
 
+/* A relu after a batchnorm is done by the batchnorm, in its buffer,
+ * and the net skips it: outputs and every gradient are bit for bit those
+ * of the unfused net, in training and in evaluation, on a residual model
+ * (fused in the top stack and in the block's body; the relu that ends a
+ * body and so writes the block's output gradient included), with one
+ * activation buffer fewer per fused relu. */
+static void test_relu_fused(void **state)
+{
+    (void)state;
+    static const char layers[] =
+        "    - conv2d: {filters: 4, size: 3, pad: 1}\n"
+        "    - batchnorm\n"
+        "    - relu\n"
+        "    - residual:\n"
+        "        body:\n"
+        "          - conv2d: {filters: 4, size: 3, pad: 1}\n"
+        "          - batchnorm\n"
+        "          - relu\n"
+        "          - conv2d: {filters: 4, size: 3, pad: 1}\n"
+        "          - batchnorm\n"
+        "          - relu\n"
+        "    - flatten\n"
+        "    - dense: {units: 8}\n"
+        "    - batchnorm\n"
+        "    - relu\n"
+        "    - dense: {units: 3}\n";
+    struct cnn_error err;
+    struct cnn_net_opts unfused = {.unfused = true};
+    assert_int_equal(build_opts(0, layers, shape(2, 5, 5), 4, NULL, &err),
+                     CNN_OK);
+    assert_int_equal(build_opts(1, layers, shape(2, 5, 5), 4, &unfused,
+                                &err), CNN_OK);
+    struct cnn_net *a = &nets[0], *b = &nets[1];
+    assert_true(a->layers[1].applies_relu && a->layers[2].skipped);
+    assert_ptr_equal(a->acts[3], a->acts[2]);
+    assert_true(a->layers[6].applies_relu && a->layers[7].skipped);
+    assert_false(b->layers[1].applies_relu || b->layers[2].skipped);
+    struct cnn_net *body = a->layers[3].state;     /* the block's body */
+    assert_true(body->layers[1].applies_relu && body->layers[2].skipped);
+    assert_true(body->layers[4].applies_relu && body->layers[5].skipped);
+    /* 2 x 100 + 4 floats per example fewer: one 4x5x5 buffer at the top,
+     * two in the body, one of the 8 units. */
+    assert_int_equal(cnn_net_activation_bytes(b) -
+                         cnn_net_activation_bytes(a),
+                     4 * (3 * 100 + 8) * sizeof(float));
+
+    assert_int_equal(a->n_params, b->n_params);
+    cnn_net_init_params(a, 5);
+    memcpy(b->params, a->params, a->n_params * sizeof(float));
+    float *xa = cnn_net_input(a), *xb = cnn_net_input(b);
+    for (int i = 0; i < 4 * 50; i++)
+        xa[i] = xb[i] = (float)((i * 37) % 23) / 7.0f - 1.5f;
+    float dout[12];
+    for (int i = 0; i < 12; i++)
+        dout[i] = (float)(i % 5) - 2.0f;
+    for (int pass = 0; pass < 2; pass++) {
+        bool train = pass == 0;
+        const float *ya = cnn_net_forward(a, 4, train);
+        const float *yb = cnn_net_forward(b, 4, train);
+        assert_memory_equal(ya, yb, 12 * sizeof(float));
+        if (!train)
+            break;
+        cnn_net_zero_grad(a);
+        cnn_net_zero_grad(b);
+        cnn_net_backward(a, dout, 4);
+        cnn_net_backward(b, dout, 4);
+        assert_memory_equal(a->grads, b->grads, a->n_params * sizeof(float));
+    }
+    /* Running statistics moved alike too. */
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+}
+
 /* --- bfloat16 activations ---------------------------------------------- */
 
 /* A plain stack's output gradients take two buffers in turn plus the
@@ -1247,6 +1320,7 @@ int main(void)
         T(test_checkpoint_nested),
         T(test_nested_gradients_shared),
         T(test_backward_stops_at_first_params),
+        T(test_relu_fused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -241,8 +241,10 @@ static void test_reductions(void **state)
                                      5000};
     enum { MAX = 5000 };
     float *x = malloc(MAX * sizeof *x), *d = malloc(MAX * sizeof *d);
+    float *g = malloc(MAX * sizeof *g);
     assert_non_null(x);
     assert_non_null(d);
+    assert_non_null(g);
     fill(x, MAX, &rng);
     fill(d, MAX, &rng);
     for (size_t i = 0; i < MAX; i++)
@@ -259,11 +261,26 @@ static void test_reductions(void **state)
         double got_s = 1, got_q = 2, got_sd = 3, got_sp = 4;   /* added to */
         assert_true(fabs(cnn_sum(x, n) - s) <= 1e-5 * (1 + fabs(s)));
         cnn_sum_squares(x, n, &got_s, &got_q);
-        cnn_sum_products(d, x, 3.0f, n, &got_sd, &got_sp);
+        cnn_sum_products(d, NULL, x, 3.0f, n, &got_sd, &got_sp);
         assert_true(fabs(got_s - 1 - s) <= 1e-5 * (1 + fabs(s)));
         assert_true(fabs(got_q - 2 - q) <= 1e-5 * (1 + fabs(q)));
         assert_true(fabs(got_sd - 3 - sd) <= 1e-4 * (1 + sqrt((double)n)));
         assert_true(fabs(got_sp - 4 - sp) <= 1e-4 * (1 + sqrt((double)n)));
+
+        /* Gated by g = d shifted (about half positive, some exactly
+         * zero): only where g > 0 counts. */
+        double gd = 0, gp = 0;
+        for (size_t i = 0; i < n; i++) {
+            g[i] = i % 7 == 0 ? 0.0f : x[(i + 1) % n] - 3.0f;
+            if (g[i] > 0) {
+                gd += d[i];
+                gp += (double)d[i] * (x[i] - 3.0);
+            }
+        }
+        got_sd = got_sp = 0;
+        cnn_sum_products(d, g, x, 3.0f, n, &got_sd, &got_sp);
+        assert_true(fabs(got_sd - gd) <= 1e-4 * (1 + sqrt((double)n)));
+        assert_true(fabs(got_sp - gp) <= 1e-4 * (1 + sqrt((double)n)));
     }
 
     /* A variance from the sums of activations far from zero, where the
@@ -278,6 +295,7 @@ static void test_reductions(void **state)
     assert_true(fabs(var - want) <= 1e-4 * want);
     free(x);
     free(d);
+    free(g);
 }
 
 static void test_out_size(void **state)

@@ -100,6 +100,9 @@ struct cnn_layer_kind {
      * the name each adds to its tensors' names ("body"); may be NULL. */
     int (*children)(struct cnn_layer *l, struct cnn_net **nets,
                     const char **names, int cap);
+    /* The kind honours applies_relu (batchnorm): the net then fuses a
+     * relu that follows it into it. */
+    bool can_apply_relu;
 };
 
 struct cnn_layer {
@@ -118,6 +121,11 @@ struct cnn_layer {
     bool checkpoint_default;          /* the model checkpoints every block
                                          that can (residual) unless it says
                                          otherwise */
+    bool applies_relu;                /* its output is max(0, output), for
+                                         the relu after it (fused, net.c) */
+    bool skipped;                     /* that relu: its output is the
+                                         layer before's, and the net's
+                                         passes leave it out */
     void *state;                      /* owned by the kind */
 };
 

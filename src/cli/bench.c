@@ -149,6 +149,8 @@ static void step(struct bench *b, bool times)
 
     cnn_net_zero_grad(net);
     for (int i = 0; i < L; i++) {
+        if (net->layers[i].skipped)         /* as cnn_net_forward */
+            continue;
         double t = times ? cnn_now() : 0;
         net->layers[i].kind->forward(&net->layers[i], net->acts[i],
                                      net->acts[i + 1], n, &ctx);
@@ -158,6 +160,8 @@ static void step(struct bench *b, bool times)
     cnn_loss(b->cfg.training.loss, net->acts[L], b->labels, n,
              (int)cnn_shape_size(net->out), net->dacts[L], NULL);
     for (int i = L - 1; i >= net->grad_from; i--) {
+        if (net->layers[i].skipped)
+            continue;
         double t = times ? cnn_now() : 0;
         net->layers[i].kind->backward(&net->layers[i], net->acts[i],
                                       net->acts[i + 1], net->dacts[i + 1],
@@ -204,6 +208,11 @@ static void print_layers(const struct bench *b, long long steps)
         total += b->fwd[i] + b->bwd[i];
     for (int i = 0; i < b->net.n_layers; i++) {
         const struct cnn_layer *l = &b->net.layers[i];
+        if (l->skipped) {
+            printf("%-3d %-18s %-15s   (done by %s)\n", i + 1, l->name,
+                   l->kind->name, b->net.layers[i - 1].name);
+            continue;
+        }
         printf("%-3d %-18s %-15s %12.3f %12.3f %7.1f%%\n", i + 1, l->name,
                l->kind->name, b->fwd[i] / steps * 1e3,
                b->bwd[i] / steps * 1e3,

@@ -14,6 +14,10 @@
  * (ctx->recompute) sums again, in the same order on every rank, but does
  * not move the running statistics a second time.
  *
+ * A relu right after it is applied here (l->applies_relu, set by the
+ * net): the output is max(0, y), and the backward pass lets dy through
+ * where that output is positive, as the relu would have.
+ *
  *   - batchnorm: {momentum: 0.1, eps: 1e-5, sync: false}
  */
 #include "cnn/layer.h"
@@ -79,6 +83,8 @@ struct pass {
     struct cnn_layer *l;
     struct bn_state *s;
     const float *x, *dy;
+    const float *gate;          /* backward with a relu applied: the
+                                 * output, where dy counts if positive */
     float *y, *dx;
     int n, C;
     size_t hw;
@@ -148,8 +154,14 @@ static void normalize_part(void *ctx, int lo, int hi)
         for (int i = 0; i < p->n; i++) {
             const float *v = p->x + i * size + c * hw;
             float *q = p->y + i * size + c * hw;
-            for (size_t j = 0; j < hw; j++)
-                q[j] = v[j] * scale + shift;
+            if (l->applies_relu)            /* as relu's forward */
+                for (size_t j = 0; j < hw; j++) {
+                    float u = v[j] * scale + shift;
+                    q[j] = u > 0.0f ? u : 0.0f;
+                }
+            else
+                for (size_t j = 0; j < hw; j++)
+                    q[j] = v[j] * scale + shift;
         }
     }
 }
@@ -178,6 +190,7 @@ static void grad_sums_part(void *ctx, int lo, int hi)
         double sum_dy = 0, sum_dy_xc = 0;
         for (int i = 0; i < p->n; i++)
             cnn_sum_products(p->dy + i * size + c * hw,
+                             p->gate ? p->gate + i * size + c * hw : NULL,
                              p->x + i * size + c * hw, mean, hw, &sum_dy,
                              &sum_dy_xc);
         double sum_dy_xhat = sum_dy_xc * invstd;
@@ -205,8 +218,16 @@ static void input_grad_part(void *ctx, int lo, int hi)
             const float *v = p->x + i * size + c * hw;
             const float *d = p->dy + i * size + c * hw;
             float *q = p->dx + i * size + c * hw;
-            for (size_t j = 0; j < hw; j++)
-                q[j] = k * (d[j] - a - (v[j] - mean) * invstd * b);
+            if (p->gate) {                  /* as relu's backward */
+                const float *g = p->gate + i * size + c * hw;
+                for (size_t j = 0; j < hw; j++) {
+                    float dj = g[j] > 0.0f ? d[j] : 0.0f;
+                    q[j] = k * (dj - a - (v[j] - mean) * invstd * b);
+                }
+            } else {
+                for (size_t j = 0; j < hw; j++)
+                    q[j] = k * (d[j] - a - (v[j] - mean) * invstd * b);
+            }
         }
     }
 }
@@ -214,8 +235,8 @@ static void input_grad_part(void *ctx, int lo, int hi)
 static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
                         const float *dy, float *dx, int n)
 {
-    (void)y;
     struct pass p = {.l = l, .s = l->state, .x = x, .dy = dy, .dx = dx,
+                     .gate = l->applies_relu ? y : NULL,
                      .n = n, .C = l->in.c, .hw = (size_t)l->in.h * l->in.w};
     cnn_parallel_for(p.C, grad_sums_part, &p);
     if (!dx)
@@ -243,4 +264,5 @@ const struct cnn_layer_kind cnn_layer_batchnorm = {
     .forward = bn_forward,
     .backward = bn_backward,
     .destroy = bn_destroy,
+    .can_apply_relu = true,
 };

@@ -15,6 +15,7 @@ enum { LANES = 16, BLOCK = 1024 };
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float)),
                                  aligned(4)));
+typedef int ivec __attribute__((vector_size(LANES * sizeof(int))));
 
 static inline vec load(const float *p)
 {
@@ -82,8 +83,8 @@ void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq)
     *sq += q;
 }
 
-void cnn_sum_products(const float *d, const float *x, float mean, size_t n,
-                      double *sum_d, double *sum_dx)
+void cnn_sum_products(const float *d, const float *gate, const float *x,
+                      float mean, size_t n, double *sum_d, double *sum_dx)
 {
     double s = 0, p = 0;
     size_t i = 0;
@@ -92,6 +93,8 @@ void cnn_sum_products(const float *d, const float *x, float mean, size_t n,
         vec vs = {0}, vp = {0};
         for (; i + LANES <= end; i += LANES) {
             vec dv = load(d + i);
+            if (gate)       /* d where gate > 0, else +0: the bits */
+                dv = (vec)((ivec)dv & (load(gate + i) > 0.0f));
             vs += dv;
             vp += dv * (load(x + i) - mean);
         }
@@ -99,8 +102,9 @@ void cnn_sum_products(const float *d, const float *x, float mean, size_t n,
         p += lane_total(vp);
     }
     for (; i < n; i++) {
-        s += d[i];
-        p += (double)d[i] * (x[i] - mean);
+        float di = gate && !(gate[i] > 0.0f) ? 0.0f : d[i];
+        s += di;
+        p += (double)di * (x[i] - mean);
     }
     *sum_d += s;
     *sum_dx += p;
