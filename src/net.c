@@ -675,6 +675,23 @@ static void fuse_relus(struct cnn_net *net)
     }
 }
 
+/* A flatten changes no byte: where no gradient goes through it (before
+ * the first layer with parameters) its output is a view of its input,
+ * and the forward pass skips it (an MLP's copy of every image). */
+static void view_flattens(struct cnn_net *net)
+{
+    if (net->scratch || net->bf16 || net->borrowed_input)
+        return;
+    for (int i = 0; i < net->grad_from; i++) {
+        struct cnn_layer *l = &net->layers[i];
+        if (l->kind != &cnn_layer_flatten)
+            continue;
+        l->skipped = true;
+        free(net->acts[i + 1]);
+        net->acts[i + 1] = net->acts[i];
+    }
+}
+
 static enum cnn_status allocate_scratch(struct cnn_net *net,
                                         struct cnn_error *err)
 {
@@ -785,8 +802,10 @@ enum cnn_status cnn_net_build_opts(struct cnn_net *net,
         st = allocate_scratch(net, err);
     if (st == CNN_OK)
         st = allocate_nested(net, err);
-    if (st == CNN_OK && !(opts && opts->unfused))
+    if (st == CNN_OK && !(opts && opts->unfused)) {
         fuse_relus(net);
+        view_flattens(net);
+    }
     if (st != CNN_OK)
         cnn_net_free(net);
     return st;

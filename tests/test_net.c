@@ -1059,9 +1059,10 @@ static void test_nested_gradients_shared(void **state)
 /* --- where the backward pass stops ------------------------------------- */
 
 /* Layers without parameters before the first with some get no backward
- * pass, and that layer no input gradient: a flatten (and a relu) before
- * the first dense leave the same weight gradients as the dense on the
- * flat input alone. A block with parameters inside it counts. */
+ * pass, and that layer no input gradient: a flatten (a view of the
+ * input, then) and a relu before the first dense leave the same weight
+ * gradients as the dense on the flat input alone. A block with
+ * parameters inside it counts. */
 static void test_backward_stops_at_first_params(void **state)
 {
     (void)state;
@@ -1079,6 +1080,9 @@ static void test_backward_stops_at_first_params(void **state)
     for (int i = 0; i <= 2; i++)
         assert_null(a->dacts[i]);
     assert_non_null(a->dacts[3]);
+    /* That flatten is a view of the input, and skipped. */
+    assert_true(a->layers[0].skipped);
+    assert_ptr_equal(a->acts[1], a->acts[0]);
 
     assert_int_equal(a->n_params, b->n_params);
     cnn_net_init_params(a, 3);

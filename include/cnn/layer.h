@@ -123,9 +123,10 @@ struct cnn_layer {
                                          otherwise */
     bool applies_relu;                /* its output is max(0, output), for
                                          the relu after it (fused, net.c) */
-    bool skipped;                     /* that relu: its output is the
-                                         layer before's, and the net's
-                                         passes leave it out */
+    bool skipped;                     /* that relu, or a flatten whose
+                                         input needs no gradient: its
+                                         output is its input's buffer, and
+                                         the net's passes leave it out */
     void *state;                      /* owned by the kind */
 };
 

@@ -64,8 +64,8 @@ struct cnn_net_opts {
     bool recomputed;        /* nested stacks only: the holder keeps none of
                                the stack's buffers and runs it again in its
                                backward pass (a checkpointed block) */
-    bool unfused;           /* keep every relu a pass of its own (tests
-                               compare against it) */
+    bool unfused;           /* keep every relu and flatten a pass of its
+                               own (tests compare against it) */
 };
 
 /* Builds layers from a sequence node for inputs of shape in, batches of

@@ -209,8 +209,12 @@ static void print_layers(const struct bench *b, long long steps)
     for (int i = 0; i < b->net.n_layers; i++) {
         const struct cnn_layer *l = &b->net.layers[i];
         if (l->skipped) {
-            printf("%-3d %-18s %-15s   (done by %s)\n", i + 1, l->name,
-                   l->kind->name, b->net.layers[i - 1].name);
+            if (i > 0 && b->net.layers[i - 1].applies_relu)
+                printf("%-3d %-18s %-15s   (done by %s)\n", i + 1, l->name,
+                       l->kind->name, b->net.layers[i - 1].name);
+            else
+                printf("%-3d %-18s %-15s   (a view of its input)\n", i + 1,
+                       l->name, l->kind->name);
             continue;
         }
         printf("%-3d %-18s %-15s %12.3f %12.3f %7.1f%%\n", i + 1, l->name,

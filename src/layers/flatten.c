@@ -1,6 +1,7 @@
 /*
  * flatten: C x H x W -> (C*H*W) x 1 x 1, in row-major (PyTorch) order.
- * The memory layout is unchanged, so both passes are copies.
+ * The memory layout is unchanged, so both passes are copies, or nothing
+ * where the net makes the output a view of the input.
  */
 #include "cnn/layer.h"
 
@@ -22,7 +23,8 @@ static enum cnn_status flatten_create(struct cnn_layer *l,
 static void flatten_forward(struct cnn_layer *l, const float *x, float *y,
                             int n, const struct cnn_fwd_ctx *ctx)
 {
-    memcpy(y, x, (size_t)n * cnn_shape_size(l->in) * sizeof *y);
+    if (y != x)         /* else a view (net.c), called by a per-layer loop */
+        memcpy(y, x, (size_t)n * cnn_shape_size(l->in) * sizeof *y);
 }
 
 static void flatten_backward(struct cnn_layer *l, const float *x,
