@@ -879,9 +879,15 @@ void cnn_net_backward(struct cnn_net *net, const float *dout, int n)
     }
 }
 
+static void zero_part(void *ctx, size_t lo, size_t hi)
+{
+    float *g = ctx;
+    memset(g + lo, 0, (hi - lo) * sizeof *g);
+}
+
 void cnn_net_zero_grad(struct cnn_net *net)
 {
-    memset(net->grads, 0, net->n_params * sizeof *net->grads);
+    cnn_parallel_elems(net->n_params, zero_part, net->grads);
 }
 
 /* Output bytes in buffers of their own: not those of scratch stacks,
