@@ -161,7 +161,7 @@ static enum cnn_status gunzip(const uint8_t *in, size_t in_n, uint8_t *out,
                               "file", in_n - pos);
             break;
         }
-        size_t used, made;
+        size_t used, made;      /* set only on success */
         enum libdeflate_result r = libdeflate_gzip_decompress_ex(
             d, in + pos, in_n - pos, out + *got, cap - *got, &used, &made);
         if (r == LIBDEFLATE_INSUFFICIENT_SPACE)
@@ -171,6 +171,8 @@ static enum cnn_status gunzip(const uint8_t *in, size_t in_n, uint8_t *out,
         else if (r != LIBDEFLATE_SUCCESS)
             st = cnn_error_at(err, CNN_ERR_DATA, path, "corrupt file: bad "
                               "gzip data (truncated, or damaged)");
+        if (st != CNN_OK)
+            break;
         pos += used;
         *got += made;
     }
