@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -129,6 +130,47 @@ static enum cnn_status load_train(struct cnn_session *s, bool keep_train,
     return st;
 }
 
+/* The test split of an IDX dataset, read on a thread of its own while
+ * the training split is read: the two files' decompression is most of
+ * a run's start-up. (Other formats may read the training split's
+ * columns first, and a held-out test split is cut from it.) */
+struct test_load {
+    struct cnn_session *s;
+    enum cnn_status st;
+    struct cnn_error err;
+};
+
+static void *load_test(void *arg)
+{
+    struct test_load *t = arg;
+    const struct cnn_data_config *d = &t->s->cfg->data;
+    t->st = cnn_data_load(&t->s->test, t->s->cfg, &d->test, NULL,
+                          d->limit_test, &t->err);
+    return NULL;
+}
+
+static enum cnn_status load_data(struct cnn_session *s, struct cnn_error *err)
+{
+    const struct cnn_data_config *d = &s->cfg->data;
+    bool test = cnn_split_given(&d->test);
+    struct test_load t = {.s = s};
+    pthread_t th;
+    bool beside = test && d->format == CNN_FORMAT_IDX && d->test_split <= 0 &&
+                  pthread_create(&th, NULL, load_test, &t) == 0;
+    enum cnn_status st = load_train(s, true, err);
+    if (beside) {
+        pthread_join(th, NULL);
+        if (st == CNN_OK && t.st != CNN_OK) {
+            *err = t.err;
+            st = t.st;
+        }
+    } else if (st == CNN_OK && test) {
+        st = cnn_data_load(&s->test, s->cfg, &d->test, &s->train,
+                           d->limit_test, err);
+    }
+    return st;
+}
+
 enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
                                  struct cnn_error *err)
 {
@@ -141,10 +183,7 @@ enum cnn_status cnn_session_open(struct cnn_session *s, struct cnn_config *cfg,
         .bf16 = cfg->training.bf16};
 
     double t0 = cnn_now();
-    enum cnn_status st = load_train(s, true, err);
-    if (st == CNN_OK && cnn_split_given(&d->test))
-        st = cnn_data_load(&s->test, cfg, &d->test, &s->train, d->limit_test,
-                           err);
+    enum cnn_status st = load_data(s, err);
     if (st == CNN_OK)
         st = cnn_norm_setup(&s->norm, d, &s->train, err);
     double t1 = cnn_now();

@@ -366,4 +366,23 @@ check "keep_checkpoints 1: one checkpoint at the end ($(ckpts "$KEEP"))" \
 check "keep_checkpoints 1: it is the last step's" \
     test -e "$KEEP/ckpt-000000160.safetensors"
 
+# The test split's IDX files are read on a thread beside the training
+# split's: a damaged test file is the one named, and when both are
+# damaged the training file is, as when they were read in turn.
+head -c 2000 "$ROOT/data/fashion-mnist-tiny/t10k-images-idx3-ubyte.gz" \
+    > "$TMP/bad-test.gz"
+head -c 3000 "$ROOT/data/fashion-mnist-tiny/train-images-idx3-ubyte.gz" \
+    > "$TMP/bad-train.gz"
+train --out "$TMP/badtest" --set data.test.images="$TMP/bad-test.gz" \
+    2>"$TMP/badtest.err"
+expect_rc 2 $? "damaged test images: exit 2, the file named" \
+    "$TMP/badtest.err" "bad-test.gz: error: corrupt file"
+check "damaged test images: no run directory" test ! -e "$TMP/badtest"
+train --out "$TMP/badboth" --set data.test.images="$TMP/bad-test.gz" \
+    --set data.train.images="$TMP/bad-train.gz" 2>"$TMP/badboth.err"
+expect_rc 2 $? "damaged training and test images: the training file named" \
+    "$TMP/badboth.err" "bad-train.gz: error"
+check "damaged training and test images: one message" \
+    test "$(grep -c error "$TMP/badboth.err")" -eq 1
+
 exit $failed
