@@ -342,6 +342,51 @@ static void test_split_step(void **state)
     free(h);
 }
 
+/* The global norm a step returns: the same bits on one thread and on
+ * two (its blocks' sums are added in order), frozen groups left out,
+ * and within rounding of a sum in long double. */
+static void test_norm_threads(void **state)
+{
+    (void)state;
+    enum { N = 100007 };
+    const struct cnn_param_group groups[] = {
+        {.offset = 0, .count = 20000, .kind = CNN_PARAM_WEIGHT,
+         .lr_scale = 1.0f},
+        {.offset = 20000, .count = 30000, .kind = CNN_PARAM_WEIGHT,
+         .lr_scale = 1.0f, .frozen = true},
+        {.offset = 50000, .count = N - 50000, .kind = CNN_PARAM_BIAS,
+         .lr_scale = 1.0f},
+    };
+    float *p = calloc(N, sizeof *p), *g = malloc(N * sizeof *g);
+    assert_non_null(p);
+    assert_non_null(g);
+    long double want = 0;
+    for (size_t i = 0; i < N; i++) {
+        g[i] = (float)((i * 7919) % 1013) / 1013.0f - 0.5f;
+        if (i < 20000 || i >= 50000)
+            want += (long double)g[i] * g[i];
+    }
+    struct cnn_config cfg;
+    struct cnn_error err = {0};
+    assert_int_equal(cnn_config_load_string(&cfg, "optimizer: {name: sgd}\n",
+                                            "t.yaml", ".", &err), CNN_OK);
+    struct cnn_optim o;
+    assert_int_equal(cnn_optim_create(&o, cnn_node_get(cfg.root, "optimizer"),
+                                      groups, 3, N, &err), CNN_OK);
+    int threads = cnn_blas_threads(0);
+    cnn_blas_threads(1);
+    double one = cnn_optim_step(&o, p, g, 0.0f);
+    cnn_blas_threads(2);
+    double two = cnn_optim_step(&o, p, g, 0.0f);
+    cnn_blas_threads(threads);
+    assert_memory_equal(&one, &two, sizeof one);
+    assert_true(fabs(one - sqrt((double)want)) <= 1e-12 * one);
+    cnn_optim_free(&o);
+    cnn_config_free(&cfg);
+    free(p);
+    free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_onecycle),
         cmocka_unit_test(test_plateau),
         cmocka_unit_test(test_split_step),
+        cmocka_unit_test(test_norm_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

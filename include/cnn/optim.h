@@ -74,6 +74,9 @@ struct cnn_optim {
     int n_buffers;               /* filled by the kind's create */
     char note[256];              /* keys of other kinds that were set
                                     aside; empty when none */
+    double *norm_parts;          /* the squared norm's sum per block of
+                                    the flat block (registry.c); NULL
+                                    when the groups are out of order */
 };
 
 /* Reads optimizer.name and the common keys (lr is read by the caller's

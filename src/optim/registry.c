@@ -6,6 +6,7 @@
 #include "cnn/optim.h"
 #include "cnn/ops.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,27 @@ static enum cnn_status set_aside_foreign_keys(struct cnn_optim *o,
     return CNN_OK;
 }
 
+/* The global norm is summed per block of NORM_BLOCK values of the flat
+ * block, each block's sum kept in norm_parts, and the blocks' sums added
+ * in order: the threads share the blocks out, and the bits do not
+ * depend on how many there are. The groups must lie in offset order,
+ * as the net places them. */
+enum { NORM_BLOCK = 1 << 14 };
+
+static int norm_blocks(const struct cnn_optim *o)
+{
+    return (int)((o->n + NORM_BLOCK - 1) / NORM_BLOCK);
+}
+
+static bool groups_in_order(const struct cnn_optim *o)
+{
+    for (int k = 1; k < o->n_groups; k++)
+        if (o->groups[k].offset <
+            o->groups[k - 1].offset + o->groups[k - 1].count)
+            return false;
+    return true;
+}
+
 enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
                                  const struct cnn_param_group *groups,
                                  int n_groups, size_t n, struct cnn_error *err)
@@ -138,6 +160,10 @@ enum cnn_status cnn_optim_create(struct cnn_optim *o, struct cnn_node *section,
         o->groups[i].decay = !(no_decay & (1u << groups[i].kind));
     }
 
+    if (n > 0 && (double)n / NORM_BLOCK < INT_MAX && groups_in_order(o) &&
+        !(o->norm_parts = malloc((size_t)norm_blocks(o) * sizeof(double))))
+        return cnn_error_set(err, CNN_ERR_NOMEM, "out of memory");
+
     enum cnn_status st = o->kind->create(o, section, err);
     if (st == CNN_OK)
         st = set_aside_foreign_keys(o, section);
@@ -165,6 +191,43 @@ static double sum_squares(const float *g, size_t n)
     return sq;
 }
 
+struct norm_job {
+    const struct cnn_optim *o;
+    const float *g;
+};
+
+static void norm_part(void *ctx, int lo, int hi)
+{
+    const struct norm_job *j = ctx;
+    const struct cnn_optim *o = j->o;
+    const struct cnn_param_group *grp = o->groups;
+    /* The first group that reaches block lo, by bisection. */
+    size_t start = (size_t)lo * NORM_BLOCK;
+    int k = 0, top = o->n_groups;
+    while (k < top) {
+        int mid = k + (top - k) / 2;
+        if (grp[mid].offset + grp[mid].count <= start)
+            k = mid + 1;
+        else
+            top = mid;
+    }
+    for (int b = lo; b < hi; b++) {
+        size_t a0 = (size_t)b * NORM_BLOCK;
+        size_t a1 = a0 + NORM_BLOCK < o->n ? a0 + NORM_BLOCK : o->n;
+        while (k < o->n_groups && grp[k].offset + grp[k].count <= a0)
+            k++;
+        double sq = 0.0;
+        for (int i = k; i < o->n_groups && grp[i].offset < a1; i++) {
+            size_t a = grp[i].offset > a0 ? grp[i].offset : a0;
+            size_t e = grp[i].offset + grp[i].count;
+            e = e < a1 ? e : a1;
+            if (!grp[i].frozen && a < e)
+                sq += sum_squares(j->g + a, e - a);
+        }
+        o->norm_parts[b] = sq;
+    }
+}
+
 static double clip(struct cnn_optim *o, float *g)
 {
     /* Clamping would hide an infinite gradient: report it first. */
@@ -178,10 +241,18 @@ static double clip(struct cnn_optim *o, float *g)
     }
 
     double sq = 0.0;
-    for (int k = 0; k < o->n_groups; k++) {
-        const struct cnn_param_group *grp = &o->groups[k];
-        if (!grp->frozen)
-            sq += sum_squares(g + grp->offset, grp->count);
+    if (o->norm_parts) {
+        struct norm_job j = {o, g};
+        int blocks = norm_blocks(o);
+        cnn_parallel_for(blocks, norm_part, &j);
+        for (int b = 0; b < blocks; b++)
+            sq += o->norm_parts[b];
+    } else {
+        for (int k = 0; k < o->n_groups; k++) {
+            const struct cnn_param_group *grp = &o->groups[k];
+            if (!grp->frozen)
+                sq += sum_squares(g + grp->offset, grp->count);
+        }
     }
     double norm = sqrt(sq);
 
@@ -293,5 +364,6 @@ void cnn_optim_free(struct cnn_optim *o)
         free(o->buffers[i].data);
     free(o->state);
     free(o->groups);
+    free(o->norm_parts);
     memset(o, 0, sizeof *o);
 }
