@@ -191,11 +191,12 @@ static void test_conv2d_grad(void **state)
                 (struct cnn_shape){3, 5, 5});
 }
 
-/* Through Winograd's F(2x2, 3x3) (8 or more filters), the weight
- * gradient's included (16 input channels). F(2x2, 5x5) rounds its outputs about six times
- * coarser (some 1e-6 of their size, against 2e-7), which central
- * differences of a float objective at STEP cannot resolve; its checks
- * against exact sums are test_conv2d_winograd5_naive's. */
+/* Through Winograd's F(4x4, 3x3) (8 or more filters), the weight
+ * gradient's included (16 input channels): the worst error is some
+ * 5e-3, the transforms' rounding showing through central differences of
+ * a float objective. F(2x2, 5x5) rounds coarser still, beyond what
+ * they resolve at STEP; its checks against exact sums are
+ * test_conv2d_winograd5_naive's. */
 static void test_conv2d_winograd_grad(void **state)
 {
     check_layer("    - conv2d: {filters: 8, size: 3, pad: 1}\n",
@@ -533,10 +534,11 @@ static void test_conv2d_chunks_naive(void **state)
     check_conv_chunks(2, 2, 9);         /* a short last batch */
 }
 
-/* F(2x2, 3x3) (8 or more channels in and out): the weight gradient
+/* F(4x4, 3x3) (8 or more channels in and out): the weight gradient
  * Winograd's too with input channels in sixteens, im2col's otherwise;
  * even and odd sizes, filters in and out of sixteens, planes of fewer
- * tiles than a vector holds. */
+ * tiles than a vector holds, whose chunks of examples share vectors
+ * (cnn_wino_fill), with a short last chunk. */
 static void test_conv2d_winograd_naive(void **state)
 {
     (void)state;

@@ -1,7 +1,7 @@
 /*
  * Numeric kernels shared by the layers: one GEMM in BLAS argument order
  * (row-major, OpenBLAS underneath) with a naive twin that tests use as
- * the reference; im2col/col2im and Winograd's F(2x2, 3x3) and F(2x2,
+ * the reference; im2col/col2im and Winograd's F(4x4, 3x3) and F(2x2,
  * 5x5) for convolution; vectorized sums; the worker pool; bfloat16.
  */
 #ifndef CNN_OPS_H
@@ -44,17 +44,19 @@ void cnn_im2col(const struct cnn_conv_geom *g, const float *im, float *col,
  * overwritten with zeros. */
 void cnn_col2im(const struct cnn_conv_geom *g, float *col, int ld, float *im);
 
-/* Winograd F(2x2, rxr), r = 3 or 5: an r x r convolution at stride 1
- * and zero padding r / 2 (output h x w, as the input) from 2x2 output
- * tiles, with 2.25 (r = 3) or 2.8 (r = 5) times fewer multiplications
- * than im2col's product. A plan holds the shapes: c input and f output
+/* Winograd F(4x4, 3x3) and F(2x2, 5x5): an r x r convolution at stride
+ * 1 and zero padding r / 2 (output h x w, as the input) from m x m
+ * output tiles (m = 4 for r = 3, 2 for r = 5), with 4 (r = 3) or 2.8
+ * (r = 5) times fewer multiplications than im2col's product, in a 6 x 6
+ * transform domain. A plan holds the shapes: c input and f output
  * channels, up to nb examples a call. */
 enum { CNN_WINO_LANES = 16 };
 
 struct cnn_wino {
-    int r, a, points;   /* filter size, tile size r + 1, a * a */
+    int r, m;           /* filter size, output tile size */
+    int a, points;      /* transform tile size 6, its 36 points */
     int c, f, h, w;
-    int th, tw;         /* tiles down and across: h and w halved, up */
+    int th, tw;         /* tiles down and across: h and w over m, up */
     int S, rows;        /* slots per row of tiles, rows of a phase plane */
     int fpad;           /* f rounded up to CNN_WINO_LANES */
     int nb;
@@ -66,6 +68,10 @@ bool cnn_wino_fits(int k, int stride, int pad);
 
 void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
                    int nb);
+
+/* Examples a call should take at least: for planes of few tiles, as
+ * many as fill whole vectors of them; 1 for larger planes. */
+int cnn_wino_fill(const struct cnn_wino *p);
 
 /* Scratch floats for one call on nb examples, and floats of the
  * transformed weights. */

@@ -17,7 +17,7 @@
  * bits.
  *
  * A 3x3 or 5x5 window at stride 1 with "same" padding takes Winograd's
- * F(2x2, 3x3) or F(2x2, 5x5) (src/ops/winograd.c) for the output, for
+ * F(4x4, 3x3) or F(2x2, 5x5) (src/ops/winograd.c) for the output, for
  * the input gradient (the adjoint convolution) and, when the input
  * channels come in sixteens, for the weight gradient; otherwise the
  * weight gradient is one GEMM per chunk. A chunk's scratch serves both:
@@ -123,9 +123,21 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
         return cnn_layer_alloc_status(err);
     l->state = s;
     s->g = g;
+    /* With a channel or two in or out, the transforms cost more than the
+     * products save (LeNet's and ResNet's first layers). */
+    s->wino = g.kh == g.kw && cnn_wino_fits(g.kh, g.stride, g.pad) &&
+              g.c >= 8 && F >= 8;
     s->chunk = (int)(CHUNK_FLOATS / per_example);
     if (s->chunk < 1)
         s->chunk = 1;
+    if (s->wino) {
+        /* Winograd's vectors of tiles run through a chunk's examples:
+         * enough of them to fill the vectors of small planes. */
+        cnn_wino_plan(&s->fwd, g.kh, g.c, F, g.h, g.w, 1);
+        int fill = cnn_wino_fill(&s->fwd);
+        if (s->chunk < fill)
+            s->chunk = fill;
+    }
     if (s->chunk > l->batch)
         s->chunk = l->batch;
     /* As many slots as threads when the net is built, and no more than
@@ -139,10 +151,6 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     s->tmp_size = (size_t)F * ohw * s->chunk;
     s->work_size = s->col_size + s->tmp_size;
     s->db_at = (size_t)F * kk;
-    /* With a channel or two in or out, the transforms cost more than the
-     * products save (LeNet's and ResNet's first layers). */
-    s->wino = g.kh == g.kw && cnn_wino_fits(g.kh, g.stride, g.pad) &&
-              g.c >= 8 && F >= 8;
     size_t u_size = 1;
     if (s->wino) {
         cnn_wino_plan(&s->fwd, g.kh, g.c, F, g.h, g.w, s->chunk);

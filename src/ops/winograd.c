@@ -1,31 +1,33 @@
 /*
- * Winograd's minimal filtering F(2x2, rxr), r = 3 or 5: an r x r
- * convolution at stride 1 with r / 2 pixels of zero padding, the output
- * the size of the input. Each 2x2 block of output (a tile) comes from
- * the a x a block of input around it, a = r + 1. Input tiles
- * (V = Bt d B) and filters (U = G g Gt) are taken to an a x a transform
- * domain, where the sum over input channels is a * a independent matrix
- * products, one per point of the domain; the output transform
- * (Y = At m A) brings each result back to 2x2 pixels. That is 16 (r = 3)
- * or 36 (r = 5) multiplications per 4 output pixels where direct
- * convolution takes 36 or 100: 2.25 or 2.8 times fewer, for some
- * additions in the transforms.
+ * Winograd's minimal filtering for r x r convolutions at stride 1 with
+ * r / 2 pixels of zero padding, the output the size of the input:
+ * F(4x4, 3x3) and F(2x2, 5x5). Each m x m block of output (a tile,
+ * m = 4 or 2) comes from the 6 x 6 block of input around it. Input
+ * blocks (V = Bt d B) and filters (U = G g Gt) are taken to a 6 x 6
+ * transform domain, where the sum over input channels is 36
+ * independent matrix products, one per point of the domain; the output
+ * transform (Y = At m A) brings each result back to m x m pixels. That
+ * is 36 multiplications per 16 output pixels (r = 3) or per 4 (r = 5)
+ * where direct convolution takes 144 or 100: 4 or 2.8 times fewer, for
+ * some additions in the transforms.
  *
  * The matrices come from the Toom-Cook construction on the points 0, 1,
- * -1 (and 1/2, -1/2 for r = 5) and infinity; the rows of Bt and G were
- * scaled against each other so that Bt is in integers. The identity
+ * -1, 2, -2 (1/2, -1/2 for r = 5) and infinity, with the rows of Bt and
+ * G scaled against each other so that Bt is in integers. The identity
  * At [(G g Gt) . (Bt d B)] A = the correlation of d with g was checked in
  * exact arithmetic, and tests check every path against direct sums.
+ * F(4x4, 3x3) rounds coarser than F(2x2, 3x3) would (its points reach
+ * 2, and At's rows 8): some 1e-6 of an output's size.
  *
  * In the domain, tiles are numbered through the examples of a call, row
- * by row, padded to a multiple of 16: V is [a*a][c][tiles], U is
- * [a*a][c][fpad], the products M are [a*a][fpad][tiles]. Each plane is
- * first split into its four phases (even and odd rows by even and odd
- * columns), after which the block of every tile lies at fixed offsets
- * of one flat index, and the transforms run as whole-vector loops over
- * a plane. A product keeps 16 output channels of 16 tiles in registers
- * while it runs down the input channels, so the matrices need no
- * packing. GCC's vector extensions let the compiler pick the
+ * by row, padded to a multiple of 16: V is [36][c][tiles], U is
+ * [36][c][fpad], the products M are [36][fpad][tiles]. Each plane is
+ * first split into its m * m phases (rows y = i m + py by columns
+ * x = j m + px), after which the block of every tile lies at fixed
+ * offsets of one flat index, and the transforms run as whole-vector
+ * loops over a plane. A product keeps 16 output channels of 16 tiles in
+ * registers while it runs down the input channels, so the matrices need
+ * no packing. GCC's vector extensions let the compiler pick the
  * instructions (AVX-512 with -march=native); a build for plain x86-64
  * runs the same arithmetic, slower, and rounds differently only where
  * the native build fuses a multiply and an add.
@@ -39,39 +41,38 @@
 
 #include "lanes.h"
 
-enum { L = CNN_WINO_LANES, AMAX = 6 };
+enum { L = CNN_WINO_LANES, A = 6, POINTS = A * A, MMAX = 4 };
 
 /* 16 floats, loaded and stored without an alignment promise. */
 typedef float vec __attribute__((vector_size(L * sizeof(float)), aligned(4)));
 
-/* The filter and output transforms of F(2x2, 3x3) and F(2x2, 5x5), in a
- * table a plan points at. The input transforms Bt are written out in
- * input_plane3 and bt6, and the output transforms At again in
- * output_plane and, for 3x3, grad_example: the table's At is read for
- * 5x5's output gradient and kept for 3x3 beside it. */
-struct wino_mats {
-    float AT[2][AMAX];      /* output: At, 2 x a */
-    float G[AMAX][5];       /* filter: G, a x r */
+/* Kernels written for a constant filter size, inlined where they are
+ * called with one, so that the arithmetic on tile offsets folds. */
+#define FOLDED static inline __attribute__((always_inline))
+
+/* The filter transforms G, a table for the weights' two passes; the
+ * input and output transforms are written out in bt, at and a_t. */
+static const float G43[A][5] = {
+    {0.25f, 0, 0},
+    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+    {1.0f / 24, 1.0f / 12, 1.0f / 6},
+    {1.0f / 24, -1.0f / 12, 1.0f / 6},
+    {0, 0, 1},
 };
 
-static const struct wino_mats F23 = {
-    .AT = {{1, 1, 1, 0}, {0, 1, -1, -1}},
-    .G = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}},
+static const float G25[A][5] = {
+    {1, 0, 0, 0, 0},
+    {1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6},
+    {1.0f / 6, -1.0f / 6, 1.0f / 6, -1.0f / 6, 1.0f / 6},
+    {-4.0f / 3, -2.0f / 3, -1.0f / 3, -1.0f / 6, -1.0f / 12},
+    {-4.0f / 3, 2.0f / 3, -1.0f / 3, 1.0f / 6, -1.0f / 12},
+    {0, 0, 0, 0, 0.25f},
 };
 
-static const struct wino_mats F25 = {
-    .AT = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 0.5f, -0.5f, 1}},
-    .G = {{1, 0, 0, 0, 0},
-          {1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6, 1.0f / 6},
-          {1.0f / 6, -1.0f / 6, 1.0f / 6, -1.0f / 6, 1.0f / 6},
-          {-4.0f / 3, -2.0f / 3, -1.0f / 3, -1.0f / 6, -1.0f / 12},
-          {-4.0f / 3, 2.0f / 3, -1.0f / 3, 1.0f / 6, -1.0f / 12},
-          {0, 0, 0, 0, 0.25f}},
-};
-
-static const struct wino_mats *mats(const struct cnn_wino *p)
+static const float (*filter_mat(const struct cnn_wino *p))[5]
 {
-    return p->r == 3 ? &F23 : &F25;
+    return p->r == 3 ? G43 : G25;
 }
 
 bool cnn_wino_fits(int k, int stride, int pad)
@@ -79,23 +80,30 @@ bool cnn_wino_fits(int k, int stride, int pad)
     return (k == 3 || k == 5) && stride == 1 && pad == k / 2;
 }
 
+/* The output tile's side for a filter's. */
+static inline int tile_side(int r)
+{
+    return r == 3 ? 4 : 2;
+}
+
 void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
                    int nb)
 {
     p->r = r;
-    p->a = r + 1;
-    p->points = p->a * p->a;
+    p->m = tile_side(r);
+    p->a = A;
+    p->points = POINTS;
     p->c = c;
     p->f = f;
     p->h = h;
     p->w = w;
-    p->th = (h + 1) / 2;
-    p->tw = (w + 1) / 2;
-    /* A tile reaches a / 2 phase columns and rows: tw slots of a row are
-     * tiles and the rest are dummies, so that every tile's block is at
-     * the same offsets of its slot. */
-    p->S = p->tw + p->a / 2 - 1;
-    p->rows = p->th + p->a / 2 - 1;
+    p->th = (h + p->m - 1) / p->m;
+    p->tw = (w + p->m - 1) / p->m;
+    /* A block reaches (A - 1) / m phase columns and rows past its
+     * tile's: tw slots of a row are tiles and the rest are dummies, so
+     * that every tile's block is at the same offsets of its slot. */
+    p->S = p->tw + (A - 1) / p->m;
+    p->rows = p->th + (A - 1) / p->m;
     p->fpad = (f + L - 1) / L * L;
     p->nb = nb;
 }
@@ -105,30 +113,65 @@ static size_t slots_per(const struct cnn_wino *p)
     return (size_t)p->th * p->S;
 }
 
-/* Tile slots of n examples, padded to whole vectors, and one vector
- * more: a plane's transform runs whole vectors past its end. */
-static size_t tiles_for(const struct cnn_wino *p, int n)
+int cnn_wino_fill(const struct cnn_wino *p)
 {
-    return ((size_t)n * slots_per(p) + L - 1) / L * L + L;
+    int per = (int)slots_per(p), g = L;
+    if (per >= 3 * L)
+        return 1;
+    while (per % g)             /* g = gcd(per, L), L a power of 2 */
+        g /= 2;
+    return L / g;
 }
 
-/* Floats of one phase plane, with slack for whole vectors. */
-static size_t quarter_floats(const struct cnn_wino *p)
+/* Tile slots of n examples, padded to whole vectors. */
+static size_t tiles_for(const struct cnn_wino *p, int n)
 {
-    return (size_t)p->rows * p->S + 2 * L;
+    return ((size_t)n * slots_per(p) + L - 1) / L * L;
+}
+
+/* Floats from one point of the domain to the next in V, M and E, for
+ * n floats a point: a vector more than those, so that a tile's 36
+ * stores, whole multiples of 1 KiB apart without it, do not crowd into
+ * the same few sets of the level-1 cache. */
+static size_t point_floats(size_t n)
+{
+    return n + L;
+}
+
+/* A block reaches this many phase rows from its tile's (2 or 3): the
+ * phases are kept in as many copies, copy c holding the rows from c on,
+ * so that every block lies at fixed offsets of its tile's slot in them
+ * and the slots of n examples follow each other without a gap. */
+static int copies(const struct cnn_wino *p)
+{
+    return (A - 1) / p->m + 1;
+}
+
+/* Floats of one phase of one copy for n examples, in whole vectors,
+ * with a vector of slack for the blocks past the last tile and one for
+ * merge_plane's reads past a row. */
+static size_t phase_floats(const struct cnn_wino *p, int n)
+{
+    return ((size_t)n * slots_per(p) + L - 1) / L * L + 2 * L;
+}
+
+/* Floats of all phases of all copies for n examples. */
+static size_t phases_floats(const struct cnn_wino *p, int n)
+{
+    return (size_t)copies(p) * p->m * p->m * phase_floats(p, n);
 }
 
 size_t cnn_wino_work_floats(const struct cnn_wino *p)
 {
-    return p->points * tiles_for(p, p->nb) * (p->c + p->fpad) +
-           4 * quarter_floats(p);
+    size_t tiles = tiles_for(p, p->nb);
+    return POINTS * (point_floats(p->c * tiles) +
+                     point_floats(p->fpad * tiles)) + phases_floats(p, p->nb);
 }
 
 size_t cnn_wino_weight_floats(const struct cnn_wino *p)
 {
-    return (size_t)p->points * p->c * p->fpad;
+    return (size_t)POINTS * p->c * p->fpad;
 }
-
 struct weights_job {
     const struct cnn_wino *p;
     const float *W;
@@ -141,32 +184,32 @@ static void weights_part(void *ctx, int lo, int hi)
 {
     const struct weights_job *j = ctx;
     const struct cnn_wino *p = j->p;
-    const struct wino_mats *m = mats(p);
-    int r = p->r, a = p->a, rr = r * r;
+    const float (*G)[5] = filter_mat(p);
+    int r = p->r, rr = r * r;
     for (int o = lo; o < hi; o++) {
         for (int i = 0; i < p->c; i++) {
             /* g[r][r]: the forward filter, or the adjoint's one: the
              * forward filter from output i to input o, turned 180. */
-            float g[25], t[AMAX][5];
+            float g[25], t[A][5];
             const float *src = j->adjoint
                                    ? j->W + ((size_t)i * p->f + o) * rr
                                    : j->W + ((size_t)o * p->c + i) * rr;
             for (int k = 0; k < rr; k++)
                 g[k] = j->adjoint ? src[rr - 1 - k] : src[k];
 
-            for (int x = 0; x < a; x++)             /* t = G g */
+            for (int x = 0; x < A; x++)             /* t = G g */
                 for (int y = 0; y < r; y++) {
                     float s = 0;
                     for (int k = 0; k < r; k++)
-                        s += m->G[x][k] * g[k * r + y];
+                        s += G[x][k] * g[k * r + y];
                     t[x][y] = s;
                 }
-            for (int x = 0; x < a; x++)             /* u = t Gt */
-                for (int y = 0; y < a; y++) {
+            for (int x = 0; x < A; x++)             /* u = t Gt */
+                for (int y = 0; y < A; y++) {
                     float s = 0;
                     for (int k = 0; k < r; k++)
-                        s += t[x][k] * m->G[y][k];
-                    j->U[((size_t)(x * a + y) * p->c + i) * p->fpad + o] = s;
+                        s += t[x][k] * G[y][k];
+                    j->U[((size_t)(x * A + y) * p->c + i) * p->fpad + o] = s;
                 }
         }
     }
@@ -190,160 +233,246 @@ static inline void store(float *p, vec v)
     *(vec *)p = v;
 }
 
-/* The plane padded by r / 2 zero pixels all round, split into its four
- * phases: Q[2a + b][i * S + j] = x[2i + a - pad][2j + b - pad], for
- * i < rows and j < S. Only the image's rows are written: the rows of
+/* The plane padded by r / 2 zero pixels all round, split into its
+ * m * m phases, in copies: Q[(c m + py) m + px][i S + j] = x[(i + c) m
+ * + py - pad][j m + px - pad], for i < th and j < S, qs floats from one
+ * phase to the next. Only the image's rows are written: the rows of
  * padding and the slack after each phase are the same for every plane,
  * zeroed once by the caller. */
-static void split_plane(const struct cnn_wino *p, const float *x, float *Q)
+FOLDED void split_phases(const struct cnn_wino *p, const float *x, float *Q,
+                         size_t qs, int m)
 {
-    int S = p->S, w = p->w, pad = p->r / 2;
-    size_t qs = quarter_floats(p);
+    int S = p->S, w = p->w, pad = p->r / 2, nc = copies(p);
 #ifdef __AVX512F__
-    /* 32 pixels of each row at a time, 16 columns of each phase; masked
-     * loads read zeros outside the row and never fault. The masks are
-     * the same for every row. */
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
-                                          14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (int j = 0; j < S; j += 16) {
-        /* Lanes k with 0 <= 2j + k - pad < w, and the 16 after. */
-        int first = pad - 2 * j;
-        __mmask16 in0 = cnn_lanes(first, first + w);
-        __mmask16 in1 = cnn_lanes(first - 16, first - 16 + w);
+    /* 16 slots of a row of each phase at a time, from the 16 m pixels
+     * they start at; masked loads read zeros outside the row and never
+     * fault. The masks are the same for every row. Phase px's lane l is
+     * pixel l m + px of those: from the first 32 for l < 32 / m, from
+     * the next 32 above. */
+    __m512i pick[MMAX];
+    for (int px = 0; px < m; px++) {
+        int at[L];
+        for (int l = 0; l < L; l++)
+            at[l] = (l * m + px) % 32;
+        pick[px] = _mm512_loadu_si512(at);
+    }
+    __mmask16 upper = (__mmask16)(0xffffu << (32 / m));
+    for (int j = 0; j < S; j += L) {
+        int first = pad - m * j;    /* lane of the row's first pixel */
+        __mmask16 in[MMAX];
+        for (int q = 0; q < m; q++)
+            in[q] = cnn_lanes(first - L * q, first - L * q + w);
         __mmask16 out = cnn_lanes(0, S - j);
         for (int y = 0; y < p->h; y++) {
             const float *row = x + (size_t)y * w;
-            int i = (y + pad) / 2, a = (y + pad) % 2;
-            float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S + j;
-            __m512 lo = _mm512_maskz_loadu_ps(in0, cnn_lane_at(row, -first));
-            __m512 hi = _mm512_maskz_loadu_ps(in1,
-                                              cnn_lane_at(row, 16 - first));
-            _mm512_mask_storeu_ps(ph0, out,
-                                  _mm512_permutex2var_ps(lo, even, hi));
-            _mm512_mask_storeu_ps(ph0 + qs, out,
-                                  _mm512_permutex2var_ps(lo, odd, hi));
+            int i = (y + pad) / m, py = (y + pad) % m;
+            __m512 v[MMAX], got[MMAX];
+            for (int q = 0; q < m; q++)
+                v[q] = _mm512_maskz_loadu_ps(in[q],
+                                             cnn_lane_at(row, L * q - first));
+            for (int px = 0; px < m; px++) {
+                got[px] = _mm512_permutex2var_ps(v[0], pick[px], v[1]);
+                if (m == 4)
+                    got[px] = _mm512_mask_blend_ps(
+                        upper, got[px],
+                        _mm512_permutex2var_ps(v[2], pick[px], v[3]));
+            }
+            for (int c = 0; c < nc; c++) {
+                if (i - c < 0 || i - c >= p->th)
+                    continue;
+                float *ph = Q + (size_t)((c * m + py) * m) * qs +
+                            (size_t)(i - c) * S + j;
+                for (int px = 0; px < m; px++)
+                    _mm512_mask_storeu_ps(ph + px * qs, out, got[px]);
+            }
         }
     }
 #else
     for (int y = 0; y < p->h; y++) {
         const float *row = x + (size_t)y * w;
-        int i = (y + pad) / 2, a = (y + pad) % 2;
-        float *ph0 = Q + (size_t)(2 * a) * qs + (size_t)i * S;
-        for (int j = 0; j < S; j++) {
-            int x0 = 2 * j - pad, x1 = x0 + 1;
-            ph0[j] = x0 >= 0 && x0 < w ? row[x0] : 0.0f;
-            ph0[qs + j] = x1 >= 0 && x1 < w ? row[x1] : 0.0f;
+        int i = (y + pad) / m, py = (y + pad) % m;
+        for (int c = 0; c < nc; c++) {
+            if (i - c < 0 || i - c >= p->th)
+                continue;
+            for (int px = 0; px < m; px++) {
+                float *ph = Q + (size_t)((c * m + py) * m + px) * qs +
+                            (size_t)(i - c) * S;
+                for (int j = 0; j < S; j++) {
+                    int xx = m * j + px - pad;
+                    ph[j] = xx >= 0 && xx < w ? row[xx] : 0.0f;
+                }
+            }
         }
     }
 #endif
 }
 
-/* The plane from its four phases: y[2i + a][2j + b] = P[2a + b][i * S +
- * j] for the h x w pixels. P's phases may be read up to 16 floats past
- * the (w + 1) / 2 columns they give. */
-static void merge_plane(const struct cnn_wino *p, const float *P, float *y)
+static void split_plane(const struct cnn_wino *p, const float *x, float *Q,
+                        size_t qs)
+{
+    if (p->m == 4)
+        split_phases(p, x, Q, qs, 4);
+    else
+        split_phases(p, x, Q, qs, 2);
+}
+
+/* The plane from its phases: y[i m + py][j m + px] = P[py m + px][i S +
+ * j] for the h x w pixels, qs floats from one phase to the next. P's
+ * phases may be read up to 16 floats past the (w + m - 1) / m columns
+ * they give. */
+FOLDED void merge_phases(const struct cnn_wino *p, const float *P, size_t qs,
+                         float *y, int m)
 {
     int S = p->S, w = p->w;
-    size_t qs = quarter_floats(p);
 #ifdef __AVX512F__
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
-                                        18, 2, 17, 1, 16, 0);
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    for (int j = 0; 2 * j < w; j += 16) {
-        __mmask16 m0 = cnn_lanes(0, w - 2 * j);
-        __mmask16 m1 = cnn_lanes(0, w - 2 * j - 16);
+    /* 16 slots of each phase of a row at a time, m vectors of pixels.
+     * Pixel l of vector q is slot 16 q / m + l / m of phase l % m: phases
+     * 0 and 1 are one table, 2 and 3 another, blended by lane. */
+    __m512i pick[MMAX];
+    for (int q = 0; q < m; q++) {
+        int at[L];
+        for (int l = 0; l < L; l++)
+            at[l] = (l % m & 1) * L + L * q / m + l / m;
+        pick[q] = _mm512_loadu_si512(at);
+    }
+    const __mmask16 high = 0xcccc;      /* lanes of phases 2 and 3 */
+    for (int j = 0; j * m < w; j += L) {
+        __mmask16 keep[MMAX];
+        for (int q = 0; q < m; q++)
+            keep[q] = cnn_lanes(0, w - m * j - L * q);
         for (int oy = 0; oy < p->h; oy++) {
-            float *row = y + (size_t)oy * w;
-            const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S + j;
-            __m512 a = _mm512_loadu_ps(p0), b = _mm512_loadu_ps(p0 + qs);
-            _mm512_mask_storeu_ps(cnn_lane_at(row, 2 * j), m0,
-                                  _mm512_permutex2var_ps(a, lo, b));
-            _mm512_mask_storeu_ps(cnn_lane_at(row, 2 * j + 16), m1,
-                                  _mm512_permutex2var_ps(a, hi, b));
+            float *row = y + (size_t)oy * w + (size_t)m * j;
+            const float *ph = P + (size_t)(oy % m * m) * qs +
+                              (size_t)(oy / m) * S + j;
+            __m512 v[MMAX];
+            for (int px = 0; px < m; px++)
+                v[px] = _mm512_loadu_ps(ph + px * qs);
+            for (int q = 0; q < m; q++) {
+                __m512 got = _mm512_permutex2var_ps(v[0], pick[q], v[1]);
+                if (m == 4)
+                    got = _mm512_mask_blend_ps(
+                        high, got,
+                        _mm512_permutex2var_ps(v[2], pick[q], v[3]));
+                _mm512_mask_storeu_ps(cnn_lane_at(row, L * q), keep[q], got);
+            }
         }
     }
 #else
     for (int oy = 0; oy < p->h; oy++) {
-        const float *p0 = P + (oy % 2 * 2) * qs + (oy / 2) * S;
+        const float *ph = P + (size_t)(oy % m * m) * qs + (size_t)(oy / m) * S;
         float *row = y + (size_t)oy * w;
         for (int ox = 0; ox < w; ox++)
-            row[ox] = p0[(ox % 2) * qs + ox / 2];
+            row[ox] = ph[(size_t)(ox % m) * qs + ox / m];
     }
 #endif
 }
 
-/* The tile at slot k has d[y][x] = Q[2 (y % 2) + x % 2][k + (y / 2) S +
- * x / 2]. */
-static inline vec tile_at(const float *Q, size_t qs, size_t S, size_t k,
-                          int y, int x)
+static void merge_plane(const struct cnn_wino *p, const float *P, size_t qs,
+                        float *y)
 {
-    return load(Q + (2 * (y % 2) + x % 2) * qs + k + (y / 2) * S + x / 2);
+    if (p->m == 4)
+        merge_phases(p, P, qs, y, 4);
+    else
+        merge_phases(p, P, qs, y, 2);
 }
 
-/* V[4y + x][k] = (Bt d B)[y][x] for the tiles k of one plane, qstep
- * floats between points, F(2x2, 3x3) written out: the rows of Bt (and
- * columns of B) are d0 - d2, d1 + d2, d2 - d1, d1 - d3. */
-static void input_plane3(const struct cnn_wino *p, const float *Q, float *V,
-                         size_t qstep)
+/* Bt applied to six vectors. F(4x4, 3x3): the rows of Bt are
+ * 4 d0 - 5 d2 + d4, (d3 + d4) - 4 (d1 + d2), (d4 - d3) + 4 (d1 - d2),
+ * (d4 - d2) + 2 (d3 - d1), (d4 - d2) - 2 (d3 - d1), 4 d1 - 5 d3 + d5.
+ * F(2x2, 5x5): d0 - 5 d2 + 4 d4, 4 (d3 + d4) - (d1 + d2),
+ * 4 (d4 - d3) + (d1 - d2), 2 (d4 - d2) + (d3 - d1),
+ * 2 (d4 - d2) - (d3 - d1), d1 - 5 d3 + 4 d5. */
+FOLDED void bt(int r, const vec d[A], vec t[A])
 {
-    size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
-    for (size_t k = 0; k < n; k += L) {
-        vec d[4][4], t[4][4];
-        for (int y = 0; y < 4; y++)
-            for (int x = 0; x < 4; x++)
-                d[y][x] = tile_at(Q, qs, S, k, y, x);
-        for (int x = 0; x < 4; x++) {
-            t[0][x] = d[0][x] - d[2][x];
-            t[1][x] = d[1][x] + d[2][x];
-            t[2][x] = d[2][x] - d[1][x];
-            t[3][x] = d[1][x] - d[3][x];
-        }
-        for (int y = 0; y < 4; y++) {
-            float *v = V + (size_t)(4 * y) * qstep + k;
-            store(v, t[y][0] - t[y][2]);
-            store(v + qstep, t[y][1] + t[y][2]);
-            store(v + 2 * qstep, t[y][2] - t[y][1]);
-            store(v + 3 * qstep, t[y][1] - t[y][3]);
-        }
+    vec s12 = d[1] + d[2], m12 = d[1] - d[2], m31 = d[3] - d[1];
+    vec s34 = d[3] + d[4], m43 = d[4] - d[3], m42 = d[4] - d[2];
+    if (r == 3) {
+        m31 *= 2.0f;
+        t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+        t[1] = s34 - 4.0f * s12;
+        t[2] = m43 + 4.0f * m12;
+        t[3] = m42 + m31;
+        t[4] = m42 - m31;
+        t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+    } else {
+        m42 *= 2.0f;
+        t[0] = d[0] - 5.0f * d[2] + 4.0f * d[4];
+        t[1] = 4.0f * s34 - s12;
+        t[2] = 4.0f * m43 + m12;
+        t[3] = m42 + m31;
+        t[4] = m42 - m31;
+        t[5] = d[1] - 5.0f * d[3] + 4.0f * d[5];
     }
 }
 
-/* Bt of F(2x2, 5x5) applied to six vectors: the rows of Bt are
- * d0 - 5 d2 + 4 d4, 4 (d3 + d4) - (d1 + d2), 4 (d4 - d3) + (d1 - d2),
- * 2 (d4 - d2) + (d3 - d1), 2 (d4 - d2) - (d3 - d1), d1 - 5 d3 + 4 d5. */
-static inline void bt6(const vec d[6], vec t[6])
+/* At applied to six vectors, giving m. F(4x4, 3x3): the rows of At are
+ * x0 + (x1 + x2) + (x3 + x4), (x1 - x2) + 2 (x3 - x4),
+ * (x1 + x2) + 4 (x3 + x4), (x1 - x2) + 8 (x3 - x4) + x5. F(2x2, 5x5):
+ * x0 + x1 + x2 + x3 + x4, x1 - x2 + (x3 - x4) / 2 + x5. */
+FOLDED void at(int r, const vec x[A], vec o[MMAX])
 {
-    vec s12 = d[1] + d[2], m12 = d[1] - d[2], m31 = d[3] - d[1];
-    vec s34 = d[3] + d[4], m43 = d[4] - d[3], m42 = 2.0f * (d[4] - d[2]);
-    t[0] = d[0] - 5.0f * d[2] + 4.0f * d[4];
-    t[1] = 4.0f * s34 - s12;
-    t[2] = 4.0f * m43 + m12;
-    t[3] = m42 + m31;
-    t[4] = m42 - m31;
-    t[5] = d[1] - 5.0f * d[3] + 4.0f * d[5];
+    vec s12 = x[1] + x[2], d12 = x[1] - x[2];
+    vec s34 = x[3] + x[4], d34 = x[3] - x[4];
+    o[0] = x[0] + s12 + s34;
+    if (r == 3) {
+        o[1] = d12 + 2.0f * d34;
+        o[2] = s12 + 4.0f * s34;
+        o[3] = d12 + 8.0f * d34 + x[5];
+    } else {
+        o[1] = d12 + 0.5f * d34 + x[5];
+    }
 }
 
-/* The same for F(2x2, 5x5), 6x6 blocks; bt6 down the columns, then
- * along the rows. */
-static void input_plane5(const struct cnn_wino *p, const float *Q, float *V,
-                         size_t qstep)
+/* A, At turned, applied to m vectors, giving six. F(4x4, 3x3): y0,
+ * (y0 + y2) + (y1 + y3), (y0 + y2) - (y1 + y3), (y0 + 4 y2) + (2 y1 +
+ * 8 y3), (y0 + 4 y2) - (2 y1 + 8 y3), y3. F(2x2, 5x5): y0, y0 + y1,
+ * y0 - y1, y0 + y1 / 2, y0 - y1 / 2, y1. */
+FOLDED void a_t(int r, const vec y[MMAX], vec z[A])
 {
-    size_t S = p->S, qs = quarter_floats(p), n = slots_per(p);
+    z[0] = y[0];
+    if (r == 3) {
+        vec s02 = y[0] + y[2], s13 = y[1] + y[3];
+        vec f02 = y[0] + 4.0f * y[2], f13 = 2.0f * y[1] + 8.0f * y[3];
+        z[1] = s02 + s13;
+        z[2] = s02 - s13;
+        z[3] = f02 + f13;
+        z[4] = f02 - f13;
+        z[5] = y[3];
+    } else {
+        vec h = 0.5f * y[1];
+        z[1] = y[0] + y[1];
+        z[2] = y[0] - y[1];
+        z[3] = y[0] + h;
+        z[4] = y[0] - h;
+        z[5] = y[1];
+    }
+}
+
+/* V[6y + x][k] = (Bt d B)[y][x] for the tiles k < n of one channel of
+ * the examples, qstep floats between points: Bt down the columns of
+ * each block, then along the rows. The tile at slot k has d[y][x] =
+ * Q[((y / m) m + y % m) m + x % m][k + x / m], qs floats from one phase
+ * to the next. */
+FOLDED void input_slots(const struct cnn_wino *p, const float *Q, size_t qs,
+                        float *V, size_t qstep, size_t n, int r)
+{
+    int m = tile_side(r);
     for (size_t k = 0; k < n; k += L) {
-        vec d[6][6], t[6][6];
-        for (int x = 0; x < 6; x++) {
-            vec col[6], out[6];
-            for (int y = 0; y < 6; y++)
-                col[y] = tile_at(Q, qs, S, k, y, x);
-            bt6(col, out);
-            for (int i = 0; i < 6; i++)
+        vec t[A][A];
+        for (int x = 0; x < A; x++) {
+            vec col[A], out[A];
+            for (int y = 0; y < A; y++)
+                col[y] = load(Q + (size_t)((y / m * m + y % m) * m + x % m) *
+                                  qs + k + x / m);
+            bt(r, col, out);
+            for (int i = 0; i < A; i++)
                 t[i][x] = out[i];
         }
-        for (int i = 0; i < 6; i++) {
-            bt6(t[i], d[i]);
-            for (int j = 0; j < 6; j++)
-                store(V + (size_t)(6 * i + j) * qstep + k, d[i][j]);
+        for (int i = 0; i < A; i++) {
+            vec d[A];
+            bt(r, t[i], d);
+            for (int j = 0; j < A; j++)
+                store(V + (size_t)(A * i + j) * qstep + k, d[j]);
         }
     }
 }
@@ -370,77 +499,54 @@ static void product(const struct cnn_wino *p, const float *U, const float *V,
     }
 }
 
-/* One plane of output = At m A (+ b) from the products of its tiles,
- * m[q * qstep + k]. The four pixels of each tile go to P[2y + x][k]
- * first, whole vectors at a time, then into place. */
-static void output_plane(const struct cnn_wino *p, const float *m,
-                         size_t qstep, float b, float *y, float *P)
+/* P[py m + px][k] = (At m A)[py][px] (+ b) for the tiles k < n of one
+ * output channel of the examples, from their products mt[q * qstep +
+ * k]: At down the columns, then along the rows, whole vectors at a
+ * time, qs floats from one phase of P to the next. */
+FOLDED void output_slots(const struct cnn_wino *p, const float *mt,
+                         size_t qstep, float b, float *P, size_t qs,
+                         size_t n, int r)
 {
-    int a = p->a;
-    size_t qs = quarter_floats(p), n = slots_per(p);
+    (void)p;
+    int m = tile_side(r);
     for (size_t k = 0; k < n; k += L) {
-        vec r[2][AMAX];
-        if (a == 4) {
-            /* F(2x2, 3x3): the rows of At are m0 + m1 + m2,
-             * m1 - m2 - m3. */
-            for (int x = 0; x < 4; x++) {
-                vec m0 = load(m + (size_t)(0 + x) * qstep + k);
-                vec m1 = load(m + (size_t)(4 + x) * qstep + k);
-                vec m2 = load(m + (size_t)(8 + x) * qstep + k);
-                vec m3 = load(m + (size_t)(12 + x) * qstep + k);
-                r[0][x] = m0 + m1 + m2;
-                r[1][x] = m1 - m2 - m3;
-            }
-            for (int o = 0; o < 2; o++) {
-                store(P + (2 * o) * qs + k, r[o][0] + r[o][1] + r[o][2] + b);
-                store(P + (2 * o + 1) * qs + k,
-                      r[o][1] - r[o][2] - r[o][3] + b);
-            }
-        } else {
-            /* F(2x2, 5x5): m0 + m1 + m2 + m3 + m4, m1 - m2 + (m3 - m4) / 2
-             * + m5. */
-            for (int x = 0; x < 6; x++) {
-                vec mi[6];
-                for (int i = 0; i < 6; i++)
-                    mi[i] = load(m + (size_t)(i * 6 + x) * qstep + k);
-                r[0][x] = mi[0] + mi[1] + mi[2] + mi[3] + mi[4];
-                r[1][x] = mi[1] - mi[2] + 0.5f * (mi[3] - mi[4]) + mi[5];
-            }
-            for (int o = 0; o < 2; o++) {
-                const vec *ro = r[o];
-                store(P + (2 * o) * qs + k,
-                      ro[0] + ro[1] + ro[2] + ro[3] + ro[4] + b);
-                store(P + (2 * o + 1) * qs + k,
-                      ro[1] - ro[2] + 0.5f * (ro[3] - ro[4]) + ro[5] + b);
-            }
+        vec t[MMAX][A];
+        for (int x = 0; x < A; x++) {
+            vec col[A], out[MMAX];
+            for (int i = 0; i < A; i++)
+                col[i] = load(mt + (size_t)(A * i + x) * qstep + k);
+            at(r, col, out);
+            for (int o = 0; o < m; o++)
+                t[o][x] = out[o];
+        }
+        for (int o = 0; o < m; o++) {
+            vec out[MMAX];
+            at(r, t[o], out);
+            for (int j = 0; j < m; j++)
+                store(P + (size_t)(o * m + j) * qs + k, out[j] + b);
         }
     }
-    merge_plane(p, P, y);
 }
 
-/* V[points][c][tiles] for n examples of x. The slots of the last
- * vector past the last tile are multiplied too: zeros, not whatever the
- * last plane's vectors left there. (The products of slots past that
- * vector are never computed; output_plane's vectors may read them, for
- * lanes that merge_plane leaves out.) */
+/* V[36][c][tiles] for n examples of x. The slots of the last vector
+ * past the last tile are multiplied too: they come out zero, from the
+ * zeros past the last example's phases. */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
                       float *V, float *Q)
 {
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
-    size_t vq = (size_t)p->c * tiles;
-    memset(Q, 0, 4 * quarter_floats(p) * sizeof *Q);
-    for (int e = 0; e < n; e++)
-        for (int ch = 0; ch < p->c; ch++) {
-            split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q);
-            float *v = V + ch * tiles + e * per;
-            if (p->a == 4)
-                input_plane3(p, Q, v, vq);
-            else
-                input_plane5(p, Q, v, vq);
-        }
-    for (size_t r = 0; r < (size_t)p->points * p->c; r++)
-        memset(V + r * tiles + used, 0, (tiles - used) * sizeof *V);
+    size_t vq = point_floats(p->c * tiles), qs = phase_floats(p, n);
+    memset(Q, 0, phases_floats(p, n) * sizeof *Q);
+    for (int ch = 0; ch < p->c; ch++) {
+        for (int e = 0; e < n; e++)
+            split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q + e * per,
+                        qs);
+        if (p->r == 3)
+            input_slots(p, Q, qs, V + ch * tiles, vq, used, 3);
+        else
+            input_slots(p, Q, qs, V + ch * tiles, vq, used, 5);
+    }
 }
 
 void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
@@ -448,22 +554,29 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
 {
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
-    size_t vq = (size_t)p->c * tiles, mq = (size_t)p->fpad * tiles;
-    float *V = work;                        /* [points][c][tiles] */
-    float *M = V + p->points * vq;          /* [points][fpad][tiles] */
-    float *Q = M + p->points * mq;          /* [4][quarter_floats] */
+    size_t vq = point_floats(p->c * tiles);
+    size_t mq = point_floats(p->fpad * tiles), qs = phase_floats(p, n);
+    float *V = work;                        /* [36][c][tiles] */
+    float *M = V + POINTS * vq;             /* [36][fpad][tiles] */
+    float *Q = M + POINTS * mq;             /* phases, in copies */
 
     input_all(p, x, n, V, Q);
-    for (int q = 0; q < p->points; q++)
+    for (int q = 0; q < POINTS; q++)
         for (size_t t = 0; t < used; t += L)
             product(p, U + (size_t)q * p->c * p->fpad, V + q * vq + t, tiles,
                     M + q * mq + t);
-    for (int e = 0; e < n; e++)
-        for (int f = 0; f < p->f; f++)
-            output_plane(p, M + f * tiles + e * per, mq,
-                         bias ? bias[f] : 0.0f,
-                         y + ((size_t)e * p->f + f) * plane, Q);
+    for (int f = 0; f < p->f; f++) {
+        float b = bias ? bias[f] : 0.0f;
+        if (p->r == 3)
+            output_slots(p, M + f * tiles, mq, b, Q, qs, used, 3);
+        else
+            output_slots(p, M + f * tiles, mq, b, Q, qs, used, 5);
+        for (int e = 0; e < n; e++)
+            merge_plane(p, Q + e * per, qs,
+                        y + ((size_t)e * p->f + f) * plane);
+    }
 }
+
 
 /* --- the weight gradient -------------------------------------------------
  *
@@ -483,8 +596,10 @@ bool cnn_wino_grad_ok(const struct cnn_wino *p)
 
 size_t cnn_wino_grad_work_floats(const struct cnn_wino *p)
 {
-    size_t yt = (size_t)p->h * p->w * p->fpad, q = 4 * quarter_floats(p);
-    return p->points * tiles_for(p, p->nb) * (p->c + p->fpad) +
+    size_t yt = (size_t)p->h * p->w * p->fpad, q = phases_floats(p, p->nb);
+    size_t tiles = tiles_for(p, p->nb);
+    return POINTS * (point_floats(p->c * tiles) +
+                     point_floats(tiles * p->fpad)) +
            (yt > q ? yt : q);
 }
 
@@ -544,55 +659,41 @@ static void channels_last(const struct cnn_wino *p, const float *dy, float *yt)
 }
 
 /* E[q][t][fpad] for the tiles of one example, t from its first slot:
- * A dy At, A being At turned; zero in the dummy slots. */
-static void grad_example(const struct cnn_wino *p, const float *yt, float *E,
-                         size_t qstep)
+ * A dy At, down the columns of each tile's output gradient, then along
+ * the rows; zero in the dummy slots. */
+FOLDED void grad_example(const struct cnn_wino *p, const float *yt, float *E,
+                         size_t qstep, int r)
 {
-    const struct wino_mats *m = mats(p);
-    int S = p->S, fp = p->fpad, a = p->a;
+    int S = p->S, fp = p->fpad, m = tile_side(r);
     static const vec zero;
     for (int ty = 0; ty < p->th; ty++) {
         for (int tx = 0; tx < S; tx++) {
             float *e = E + ((size_t)ty * S + tx) * fp;
             for (int f0 = 0; f0 < fp; f0 += L) {
-                vec y[2][2], z[AMAX][2];
-                for (int i = 0; i < 2; i++)
-                    for (int j = 0; j < 2; j++) {
-                        int oy = 2 * ty + i, ox = 2 * tx + j;
+                vec z[A][MMAX];
+                for (int j = 0; j < m; j++) {
+                    vec col[MMAX], out[A];
+                    for (int i = 0; i < m; i++) {
+                        int oy = m * ty + i, ox = m * tx + j;
                         bool in = tx < p->tw && oy < p->h && ox < p->w;
-                        y[i][j] = in ? load(yt + ((size_t)oy * p->w + ox) *
-                                            fp + f0) : zero;
+                        col[i] = in ? load(yt + ((size_t)oy * p->w + ox) *
+                                           fp + f0) : zero;
                     }
-                if (a == 4) {
-                    /* F(2x2, 3x3): the rows of A are y0, y0 + y1,
-                     * y0 - y1, -y1. */
-                    for (int j = 0; j < 2; j++) {
-                        z[0][j] = y[0][j];
-                        z[1][j] = y[0][j] + y[1][j];
-                        z[2][j] = y[0][j] - y[1][j];
-                        z[3][j] = -y[1][j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        float *ei = e + (size_t)(4 * i) * qstep + f0;
-                        store(ei, z[i][0]);
-                        store(ei + qstep, z[i][0] + z[i][1]);
-                        store(ei + 2 * qstep, z[i][0] - z[i][1]);
-                        store(ei + 3 * qstep, -z[i][1]);
-                    }
-                    continue;
+                    a_t(r, col, out);
+                    for (int i = 0; i < A; i++)
+                        z[i][j] = out[i];
                 }
-                for (int i = 0; i < a; i++)         /* z = A y */
-                    for (int j = 0; j < 2; j++)
-                        z[i][j] = m->AT[0][i] * y[0][j] +
-                                  m->AT[1][i] * y[1][j];
-                for (int i = 0; i < a; i++)         /* E = z At */
-                    for (int j = 0; j < a; j++)
-                        store(e + (size_t)(i * a + j) * qstep + f0,
-                              z[i][0] * m->AT[0][j] + z[i][1] * m->AT[1][j]);
+                for (int i = 0; i < A; i++) {
+                    vec out[A];
+                    a_t(r, z[i], out);
+                    for (int j = 0; j < A; j++)
+                        store(e + (size_t)(A * i + j) * qstep + f0, out[j]);
+                }
             }
         }
     }
 }
+
 
 /* dUt[c][fpad] += sum over tiles t < n of V[c][t] E[t][fpad] at one point
  * of the domain: sixteen accumulators, one per channel, of sixteen
@@ -625,17 +726,20 @@ void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
 {
     size_t tiles = tiles_for(p, n), per = slots_per(p);
     size_t plane = (size_t)p->h * p->w, fp = p->fpad;
-    size_t vq = (size_t)p->c * tiles, eq = tiles * fp;
-    float *V = work;                        /* [points][c][tiles] */
-    float *E = V + p->points * vq;          /* [points][tiles][fpad] */
-    float *Q = E + p->points * eq;          /* phase planes, or yt */
+    size_t vq = point_floats(p->c * tiles), eq = point_floats(tiles * fp);
+    float *V = work;                        /* [36][c][tiles] */
+    float *E = V + POINTS * vq;             /* [36][tiles][fpad] */
+    float *Q = E + POINTS * eq;             /* phase planes, or yt */
 
     for (int e = 0; e < n; e++) {
         channels_last(p, dy + (size_t)e * p->f * plane, Q);
-        grad_example(p, Q, E + e * per * fp, eq);
+        if (p->r == 3)
+            grad_example(p, Q, E + e * per * fp, eq, 3);
+        else
+            grad_example(p, Q, E + e * per * fp, eq, 5);
     }
     input_all(p, x, n, V, Q);
-    for (int q = 0; q < p->points; q++)
+    for (int q = 0; q < POINTS; q++)
         grad_product(p, E + q * eq, V + q * vq, tiles, (size_t)n * per,
                      dUt + (size_t)q * p->c * fp);
 }
@@ -651,27 +755,27 @@ static void finish_part(void *ctx, int lo, int hi)
 {
     const struct finish_job *j = ctx;
     const struct cnn_wino *p = j->p;
-    const struct wino_mats *m = mats(p);
-    int r = p->r, a = p->a;
+    const float (*G)[5] = filter_mat(p);
+    int r = p->r;
     size_t qstep = (size_t)p->c * p->fpad;
     for (int f = lo; f < hi; f++) {
         for (int c = 0; c < p->c; c++) {
-            float u[AMAX][AMAX], t[5][AMAX];
-            for (int q = 0; q < p->points; q++)
-                u[q / a][q % a] = j->dUt[q * qstep + (size_t)c * p->fpad + f];
+            float u[A][A], t[5][A];
+            for (int q = 0; q < POINTS; q++)
+                u[q / A][q % A] = j->dUt[q * qstep + (size_t)c * p->fpad + f];
             for (int i = 0; i < r; i++)         /* t = Gt u */
-                for (int y = 0; y < a; y++) {
+                for (int y = 0; y < A; y++) {
                     float s = 0;
-                    for (int x = 0; x < a; x++)
-                        s += m->G[x][i] * u[x][y];
+                    for (int x = 0; x < A; x++)
+                        s += G[x][i] * u[x][y];
                     t[i][y] = s;
                 }
             float *dw = j->dW + ((size_t)f * p->c + c) * r * r;
             for (int i = 0; i < r; i++)         /* dg = t G */
                 for (int k = 0; k < r; k++) {
                     float s = 0;
-                    for (int y = 0; y < a; y++)
-                        s += t[i][y] * m->G[y][k];
+                    for (int y = 0; y < A; y++)
+                        s += t[i][y] * G[y][k];
                     dw[i * r + k] += s;
                 }
         }
