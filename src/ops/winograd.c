@@ -46,11 +46,21 @@ enum { L = CNN_WINO_LANES, A = 6, POINTS = A * A, MMAX = 4 };
 /* 16 floats, loaded and stored without an alignment promise. */
 typedef float vec __attribute__((vector_size(L * sizeof(float)), aligned(4)));
 
+static inline vec load(const float *p)
+{
+    return *(const vec *)p;
+}
+
+static inline void store(float *p, vec v)
+{
+    *(vec *)p = v;
+}
+
 /* Kernels written for a constant filter size, inlined where they are
  * called with one, so that the arithmetic on tile offsets folds. */
 #define FOLDED static inline __attribute__((always_inline))
 
-/* The filter transforms G, a table for the weights' two passes; the
+/* The filter transforms G, tables for the weights' two passes; the
  * input and output transforms are written out in bt, at and a_t. */
 static const float G43[A][5] = {
     {0.25f, 0, 0},
@@ -69,11 +79,6 @@ static const float G25[A][5] = {
     {-4.0f / 3, 2.0f / 3, -1.0f / 3, 1.0f / 6, -1.0f / 12},
     {0, 0, 0, 0, 0.25f},
 };
-
-static const float (*filter_mat(const struct cnn_wino *p))[5]
-{
-    return p->r == 3 ? G43 : G25;
-}
 
 bool cnn_wino_fits(int k, int stride, int pad)
 {
@@ -179,39 +184,56 @@ struct weights_job {
     float *U;
 };
 
-/* U for output channels [lo, hi). */
-static void weights_part(void *ctx, int lo, int hi)
+/* U[q][i][o] for input channel i, 16 output channels o at a time: the
+ * filters g of a block of them gathered with o in the lanes (zero past
+ * f), then G g Gt on whole vectors. */
+FOLDED void weights_channel(const struct weights_job *j, int i, int r)
 {
-    const struct weights_job *j = ctx;
     const struct cnn_wino *p = j->p;
-    const float (*G)[5] = filter_mat(p);
-    int r = p->r, rr = r * r;
-    for (int o = lo; o < hi; o++) {
-        for (int i = 0; i < p->c; i++) {
-            /* g[r][r]: the forward filter, or the adjoint's one: the
-             * forward filter from output i to input o, turned 180. */
-            float g[25], t[A][5];
+    const float (*G)[5] = r == 3 ? G43 : G25;
+    int rr = r * r;
+    for (int o0 = 0; o0 < p->fpad; o0 += L) {
+        /* g[k][lane]: the forward filter from input i to output
+         * o0 + lane, or the adjoint's: the forward filter from output
+         * i to input o0 + lane, turned 180. */
+        float g[25][L];
+        for (int l = 0; l < L; l++) {
+            int o = o0 + l;
             const float *src = j->adjoint
                                    ? j->W + ((size_t)i * p->f + o) * rr
                                    : j->W + ((size_t)o * p->c + i) * rr;
             for (int k = 0; k < rr; k++)
-                g[k] = j->adjoint ? src[rr - 1 - k] : src[k];
-
-            for (int x = 0; x < A; x++)             /* t = G g */
-                for (int y = 0; y < r; y++) {
-                    float s = 0;
-                    for (int k = 0; k < r; k++)
-                        s += G[x][k] * g[k * r + y];
-                    t[x][y] = s;
-                }
-            for (int x = 0; x < A; x++)             /* u = t Gt */
-                for (int y = 0; y < A; y++) {
-                    float s = 0;
-                    for (int k = 0; k < r; k++)
-                        s += t[x][k] * G[y][k];
-                    j->U[((size_t)(x * A + y) * p->c + i) * p->fpad + o] = s;
-                }
+                g[k][l] = o >= p->f ? 0.0f
+                          : j->adjoint ? src[rr - 1 - k] : src[k];
         }
+        vec t[A][5];
+        for (int x = 0; x < A; x++)                 /* t = G g */
+            for (int y = 0; y < r; y++) {
+                vec sum = {0};
+                for (int k = 0; k < r; k++)
+                    sum += G[x][k] * load(g[k * r + y]);
+                t[x][y] = sum;
+            }
+        for (int x = 0; x < A; x++)                 /* u = t Gt */
+            for (int y = 0; y < A; y++) {
+                vec sum = {0};
+                for (int k = 0; k < r; k++)
+                    sum += t[x][k] * G[y][k];
+                store(j->U + ((size_t)(x * A + y) * p->c + i) * p->fpad + o0,
+                      sum);
+            }
+    }
+}
+
+/* U for input channels [lo, hi). */
+static void weights_part(void *ctx, int lo, int hi)
+{
+    const struct weights_job *j = ctx;
+    for (int i = lo; i < hi; i++) {
+        if (j->p->r == 3)
+            weights_channel(j, i, 3);
+        else
+            weights_channel(j, i, 5);
     }
 }
 
@@ -219,18 +241,7 @@ void cnn_wino_weights(const struct cnn_wino *p, const float *W, bool adjoint,
                       float *U)
 {
     struct weights_job j = {p, W, adjoint, U};
-    memset(U, 0, cnn_wino_weight_floats(p) * sizeof *U);
-    cnn_parallel_for(p->f, weights_part, &j);
-}
-
-static inline vec load(const float *p)
-{
-    return *(const vec *)p;
-}
-
-static inline void store(float *p, vec v)
-{
-    *(vec *)p = v;
+    cnn_parallel_for(p->c, weights_part, &j);
 }
 
 /* The plane padded by r / 2 zero pixels all round, split into its
@@ -750,35 +761,49 @@ struct finish_job {
     float *dW;
 };
 
-/* dW += Gt dU G for output channels [lo, hi). */
+/* dW[f][c] += Gt dU G for input channel c, 16 filters f at a time, on
+ * whole vectors; the r x r results go out lane by lane. */
+FOLDED void finish_channel(const struct finish_job *j, int c, int r)
+{
+    const struct cnn_wino *p = j->p;
+    const float (*G)[5] = r == 3 ? G43 : G25;
+    size_t qstep = (size_t)p->c * p->fpad;
+    for (int f0 = 0; f0 < p->f; f0 += L) {
+        const float *u = j->dUt + (size_t)c * p->fpad + f0;
+        vec t[5][A];
+        for (int i = 0; i < r; i++)                 /* t = Gt u */
+            for (int y = 0; y < A; y++) {
+                vec sum = {0};
+                for (int x = 0; x < A; x++)
+                    sum += G[x][i] * load(u + (size_t)(x * A + y) * qstep);
+                t[i][y] = sum;
+            }
+        float dg[25][L];
+        for (int i = 0; i < r; i++)                 /* dg = t G */
+            for (int k = 0; k < r; k++) {
+                vec sum = {0};
+                for (int y = 0; y < A; y++)
+                    sum += t[i][y] * G[y][k];
+                store(dg[i * r + k], sum);
+            }
+        int lanes = p->f - f0 < L ? p->f - f0 : L;
+        for (int l = 0; l < lanes; l++) {
+            float *dw = j->dW + ((size_t)(f0 + l) * p->c + c) * r * r;
+            for (int k = 0; k < r * r; k++)
+                dw[k] += dg[k][l];
+        }
+    }
+}
+
+/* dW += Gt dU G for input channels [lo, hi). */
 static void finish_part(void *ctx, int lo, int hi)
 {
     const struct finish_job *j = ctx;
-    const struct cnn_wino *p = j->p;
-    const float (*G)[5] = filter_mat(p);
-    int r = p->r;
-    size_t qstep = (size_t)p->c * p->fpad;
-    for (int f = lo; f < hi; f++) {
-        for (int c = 0; c < p->c; c++) {
-            float u[A][A], t[5][A];
-            for (int q = 0; q < POINTS; q++)
-                u[q / A][q % A] = j->dUt[q * qstep + (size_t)c * p->fpad + f];
-            for (int i = 0; i < r; i++)         /* t = Gt u */
-                for (int y = 0; y < A; y++) {
-                    float s = 0;
-                    for (int x = 0; x < A; x++)
-                        s += G[x][i] * u[x][y];
-                    t[i][y] = s;
-                }
-            float *dw = j->dW + ((size_t)f * p->c + c) * r * r;
-            for (int i = 0; i < r; i++)         /* dg = t G */
-                for (int k = 0; k < r; k++) {
-                    float s = 0;
-                    for (int y = 0; y < A; y++)
-                        s += t[i][y] * G[y][k];
-                    dw[i * r + k] += s;
-                }
-        }
+    for (int c = lo; c < hi; c++) {
+        if (j->p->r == 3)
+            finish_channel(j, c, 3);
+        else
+            finish_channel(j, c, 5);
     }
 }
 
@@ -786,5 +811,5 @@ void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
                                  float *dW)
 {
     struct finish_job j = {p, dUt, dW};
-    cnn_parallel_for(p->f, finish_part, &j);
+    cnn_parallel_for(p->c, finish_part, &j);
 }
