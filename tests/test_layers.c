@@ -548,10 +548,12 @@ static void test_conv2d_winograd_naive(void **state)
     check_conv(3, 16, 14, 14, 32, 2, 2, 5);
     check_conv(3, 16, 1, 1, 8, 1, 1, 3);
     check_conv(3, 12, 7, 9, 10, 2, 2, 17);
+    check_conv(3, 16, 5, 70, 16, 2, 2, 3);  /* rows of two vectors of slots */
 }
 
 /* F(2x2, 5x5): LeNet's second layer, odd sizes, channel counts whose
- * weight gradient is im2col's, and planes smaller than the window. */
+ * weight gradient is im2col's, planes smaller than the window, and rows
+ * wider than one vector of slots. */
 static void test_conv2d_winograd5_naive(void **state)
 {
     (void)state;
@@ -560,6 +562,7 @@ static void test_conv2d_winograd5_naive(void **state)
     check_conv(5, 16, 9, 7, 9, 2, 1, 17);
     check_conv(5, 12, 6, 5, 8, 1, 1, 4);
     check_conv(5, 16, 2, 3, 16, 2, 2, 3);
+    check_conv(5, 16, 3, 45, 16, 2, 2, 3);
 }
 
 static void test_dense_forward_naive(void **state)

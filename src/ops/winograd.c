@@ -270,6 +270,9 @@ FOLDED void split_phases(const struct cnn_wino *p, const float *x, float *Q,
     __mmask16 upper = (__mmask16)(0xffffu << (32 / m));
     for (int j = 0; j < S; j += L) {
         int first = pad - m * j;    /* lane of the row's first pixel */
+        /* Vectors of pixels needed: all m, or 2 where the slots left
+         * are no more than the first 32 pixels give. */
+        int nv = S - j > 32 / m ? m : 2;
         __mmask16 in[MMAX];
         for (int q = 0; q < m; q++)
             in[q] = cnn_lanes(first - L * q, first - L * q + w);
@@ -278,12 +281,12 @@ FOLDED void split_phases(const struct cnn_wino *p, const float *x, float *Q,
             const float *row = x + (size_t)y * w;
             int i = (y + pad) / m, py = (y + pad) % m;
             __m512 v[MMAX], got[MMAX];
-            for (int q = 0; q < m; q++)
+            for (int q = 0; q < nv; q++)
                 v[q] = _mm512_maskz_loadu_ps(in[q],
                                              cnn_lane_at(row, L * q - first));
             for (int px = 0; px < m; px++) {
                 got[px] = _mm512_permutex2var_ps(v[0], pick[px], v[1]);
-                if (m == 4)
+                if (nv == 4)
                     got[px] = _mm512_mask_blend_ps(
                         upper, got[px],
                         _mm512_permutex2var_ps(v[2], pick[px], v[3]));
@@ -348,6 +351,8 @@ FOLDED void merge_phases(const struct cnn_wino *p, const float *P, size_t qs,
     }
     const __mmask16 high = 0xcccc;      /* lanes of phases 2 and 3 */
     for (int j = 0; j * m < w; j += L) {
+        /* Vectors of pixels in the row from here, up to m. */
+        int nq = (w - m * j + L - 1) / L < m ? (w - m * j + L - 1) / L : m;
         __mmask16 keep[MMAX];
         for (int q = 0; q < m; q++)
             keep[q] = cnn_lanes(0, w - m * j - L * q);
@@ -358,7 +363,7 @@ FOLDED void merge_phases(const struct cnn_wino *p, const float *P, size_t qs,
             __m512 v[MMAX];
             for (int px = 0; px < m; px++)
                 v[px] = _mm512_loadu_ps(ph + px * qs);
-            for (int q = 0; q < m; q++) {
+            for (int q = 0; q < nq; q++) {
                 __m512 got = _mm512_permutex2var_ps(v[0], pick[q], v[1]);
                 if (m == 4)
                     got = _mm512_mask_blend_ps(
