@@ -585,6 +585,83 @@ static void test_dense_forward_naive(void **state)
     teardown(&f);
 }
 
+/* A dense layer with passes large enough to be cut among the threads
+ * (dense.c's SPLIT_MACS), on `threads` of them: y, dW, db and dx against
+ * exact sums, for an odd batch and odd widths. */
+static void check_dense(int threads, int N, int IN, int OUT)
+{
+    int saved = cnn_blas_threads(0);
+    cnn_blas_threads(threads);
+    struct fixture f = {0};
+    char layer[80];
+    snprintf(layer, sizeof layer, "    - dense: {units: %d}\n", OUT);
+    build(&f, layer, (struct cnn_shape){IN, 1, 1}, N);
+    struct cnn_layer *l = &f.net.layers[0];
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 1, 2, 3);
+    float *x = cnn_net_input(&f.net);
+    for (int i = 0; i < N * IN; i++)
+        x[i] = cnn_rng_normal(&rng);
+    const float *y = cnn_net_forward(&f.net, N, true);
+    float *dy = malloc((size_t)N * OUT * sizeof *dy);
+    float *dx = malloc((size_t)N * IN * sizeof *dx);
+    assert_non_null(dy);
+    assert_non_null(dx);
+    for (int i = 0; i < N * OUT; i++)
+        dy[i] = cnn_rng_normal(&rng);
+    cnn_net_zero_grad(&f.net);
+    l->kind->backward(l, x, y, dy, dx, N);
+
+    const float *W = l->params[0].data, *b = l->params[1].data;
+    const float *dW = l->params[0].grad, *db = l->params[1].grad;
+    double worst_y = 0, worst_dw = 0, worst_db = 0, worst_dx = 0;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OUT; o++) {
+            double acc = b[o];
+            for (int i = 0; i < IN; i++)
+                acc += (double)W[o * IN + i] * x[n * IN + i];
+            worst_y = fmax(worst_y, fabs(y[n * OUT + o] - acc));
+        }
+    for (int o = 0; o < OUT; o++) {
+        double sum = 0;
+        for (int n = 0; n < N; n++)
+            sum += dy[n * OUT + o];
+        worst_db = fmax(worst_db, fabs(db[o] - sum));
+        for (int i = 0; i < IN; i++) {
+            double acc = 0;
+            for (int n = 0; n < N; n++)
+                acc += (double)dy[n * OUT + o] * x[n * IN + i];
+            worst_dw = fmax(worst_dw, fabs(dW[o * IN + i] - acc));
+        }
+    }
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < IN; i++) {
+            double acc = 0;
+            for (int o = 0; o < OUT; o++)
+                acc += (double)dy[n * OUT + o] * W[o * IN + i];
+            worst_dx = fmax(worst_dx, fabs(dx[n * IN + i] - acc));
+        }
+    printf("# dense %d -> %d, n %d, %d threads: y %.1e dW %.1e db %.1e "
+           "dx %.1e\n", IN, OUT, N, threads, worst_y, worst_dw, worst_db,
+           worst_dx);
+    assert_true(worst_y < 1e-4);
+    assert_true(worst_dw < 1e-4 * N);
+    assert_true(worst_db < 1e-5 * N);
+    assert_true(worst_dx < 1e-4);
+    free(dy);
+    free(dx);
+    teardown(&f);
+    cnn_blas_threads(saved);
+}
+
+static void test_dense_split_naive(void **state)
+{
+    (void)state;
+    check_dense(2, 37, 301, 129);
+    check_dense(3, 37, 301, 129);
+    check_dense(1, 37, 301, 129);
+}
+
 static void test_pool_forward_values(void **state)
 {
     struct fixture f = {0};
@@ -698,6 +775,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_winograd_naive),
         cmocka_unit_test(test_conv2d_winograd5_naive),
         cmocka_unit_test(test_dense_forward_naive),
+        cmocka_unit_test(test_dense_split_naive),
         cmocka_unit_test(test_pool_forward_values),
         cmocka_unit_test(test_maxpool2_naive),
         cmocka_unit_test(test_dropout_modes),

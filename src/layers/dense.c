@@ -33,37 +33,93 @@ static enum cnn_status dense_create(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
+/* What a pass's parts share: the layer's tensors for a batch of n. */
+struct job {
+    const float *x, *W, *b, *dy;        /* x[n, in], W[out, in], b[out] or
+                                         * NULL, dy[n, out] */
+    float *y, *dW, *db, *dx;            /* y[n, out], dW, db, dx[n, in] */
+    int n, in, out;
+};
+
+/* Multiply-adds below which a GEMM runs whole, on OpenBLAS's threads as
+ * they are: waking ours costs about as much as a few microseconds of
+ * arithmetic. */
+static const double SPLIT_MACS = 1 << 20;
+
+/* Runs fn over [0, n) in one part per thread, each part's GEMM on its
+ * own thread, when the pass has macs multiply-adds or more (and
+ * OpenBLAS's threads can be set for every caller); else whole. The
+ * parts of one GEMM do the same arithmetic as the whole: rows of the
+ * result are cut apart, not sums. */
+static void run_parts(int n, double macs, cnn_part_fn *fn, struct job *j)
+{
+    int threads = cnn_blas_threads(0);
+    if (threads <= 1 || macs < SPLIT_MACS || !cnn_blas_pthreads()) {
+        fn(j, 0, 0, n);
+        return;
+    }
+    cnn_blas_threads(1);
+    cnn_parallel_parts(n, threads, fn, j);
+    cnn_blas_threads(threads);
+}
+
+/* y = x W^T + b for examples [lo, hi). */
+static void forward_part(void *ctx, int part, int lo, int hi)
+{
+    const struct job *j = ctx;
+    (void)part;
+    float *y = j->y + (size_t)lo * j->out;
+    cnn_gemm(false, true, hi - lo, j->out, j->in, 1.0f,
+             j->x + (size_t)lo * j->in, j->in, j->W, j->in, 0.0f, y, j->out);
+    for (int i = 0; j->b && i < hi - lo; i++)
+        for (int o = 0; o < j->out; o++)
+            y[(size_t)i * j->out + o] += j->b[o];
+}
+
 static void dense_forward(struct cnn_layer *l, const float *x, float *y, int n,
                           const struct cnn_fwd_ctx *ctx)
 {
-    int in = l->in.c, out = l->out.c;
-    const float *W = l->params[0].data;          /* [out, in] */
+    (void)ctx;
+    struct job j = {.x = x, .W = l->params[0].data, .y = y, .n = n,
+                    .in = l->in.c, .out = l->out.c,
+                    .b = l->n_params > 1 ? l->params[1].data : NULL};
+    run_parts(n, (double)n * j.in * j.out, forward_part, &j);
+}
 
-    cnn_gemm(false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
-    if (l->n_params > 1) {
-        const float *b = l->params[1].data;      /* [out] */
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < out; j++)
-                y[(size_t)i * out + j] += b[j];
-    }
+/* dW += dy^T x and db += the sums of dy for output units [lo, hi). */
+static void weight_grad_part(void *ctx, int part, int lo, int hi)
+{
+    const struct job *j = ctx;
+    (void)part;
+    cnn_gemm(true, false, hi - lo, j->in, j->n, 1.0f, j->dy + lo, j->out,
+             j->x, j->in, 1.0f, j->dW + (size_t)lo * j->in, j->in);
+    for (int i = 0; j->db && i < j->n; i++)
+        for (int o = lo; o < hi; o++)
+            j->db[o] += j->dy[(size_t)i * j->out + o];
+}
+
+/* dx = dy W for examples [lo, hi). */
+static void input_grad_part(void *ctx, int part, int lo, int hi)
+{
+    const struct job *j = ctx;
+    (void)part;
+    cnn_gemm(false, false, hi - lo, j->in, j->out, 1.0f,
+             j->dy + (size_t)lo * j->out, j->out, j->W, j->in, 0.0f,
+             j->dx + (size_t)lo * j->in, j->in);
 }
 
 static void dense_backward(struct cnn_layer *l, const float *x, const float *y,
                            const float *dy, float *dx, int n)
 {
-    int in = l->in.c, out = l->out.c;
-    const float *W = l->params[0].data;
-    float *dW = l->params[0].grad;               /* [out, in] */
-
-    cnn_gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dW, in);
-    if (l->n_params > 1) {
-        float *db = l->params[1].grad;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < out; j++)
-                db[j] += dy[(size_t)i * out + j];
-    }
+    (void)y;
+    struct job j = {.x = x, .W = l->params[0].data, .dy = dy, .dx = dx,
+                    .dW = l->params[0].grad, .n = n, .in = l->in.c,
+                    .out = l->out.c,
+                    .db = l->n_params > 1 ? l->params[1].grad : NULL};
+    double macs = (double)n * j.in * j.out;
+    run_parts(j.out, macs, weight_grad_part, &j);
     if (dx)
-        cnn_gemm(false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
+        run_parts(n, macs, input_grad_part, &j);
 }
 
 const struct cnn_layer_kind cnn_layer_dense = {
