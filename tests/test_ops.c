@@ -260,8 +260,8 @@ static void test_reductions(void **state)
         }
         double got_s = 1, got_q = 2, got_sd = 3, got_sp = 4;   /* added to */
         assert_true(fabs(cnn_sum(x, n) - s) <= 1e-5 * (1 + fabs(s)));
-        cnn_sum_squares(x, n, &got_s, &got_q);
-        cnn_sum_products(d, NULL, x, 3.0f, n, &got_sd, &got_sp);
+        cnn_sum_squares(x, n, 1, 0, &got_s, &got_q);
+        cnn_sum_products(d, NULL, x, 3.0f, n, 1, 0, &got_sd, &got_sp);
         assert_true(fabs(got_s - 1 - s) <= 1e-5 * (1 + fabs(s)));
         assert_true(fabs(got_q - 2 - q) <= 1e-5 * (1 + fabs(q)));
         assert_true(fabs(got_sd - 3 - sd) <= 1e-4 * (1 + sqrt((double)n)));
@@ -278,7 +278,7 @@ static void test_reductions(void **state)
             }
         }
         got_sd = got_sp = 0;
-        cnn_sum_products(d, g, x, 3.0f, n, &got_sd, &got_sp);
+        cnn_sum_products(d, g, x, 3.0f, n, 1, 0, &got_sd, &got_sp);
         assert_true(fabs(got_sd - gd) <= 1e-4 * (1 + sqrt((double)n)));
         assert_true(fabs(got_sp - gp) <= 1e-4 * (1 + sqrt((double)n)));
     }
@@ -288,7 +288,7 @@ static void test_reductions(void **state)
     for (size_t i = 0; i < MAX; i++)
         x[i] = x[i] - 3.0f + 1000.0f;
     double s = 0, q = 0, s2 = 0;
-    cnn_sum_squares(x, MAX, &s, &q);
+    cnn_sum_squares(x, MAX, 1, 0, &s, &q);
     for (size_t i = 0; i < MAX; i++)
         s2 += ((double)x[i] - s / MAX) * ((double)x[i] - s / MAX);
     double var = q / MAX - (s / MAX) * (s / MAX), want = s2 / MAX;
@@ -306,6 +306,59 @@ static void test_out_size(void **state)
     assert_int_equal(cnn_conv_out_size(2, 5, 1, 0), -1);
 }
 
+/* The sums over planes: runs of n floats a stride apart, the floats
+ * between them (set to a value that would show) left out, as for a
+ * channel of a batch; plane sizes around the lanes, plane counts whose
+ * lanes fill a block (1024) and more. */
+static void test_reductions_planes(void **state)
+{
+    (void)state;
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 8, 0, 0);
+    static const size_t sizes[] = {1, 7, 16, 49, 196, 784};
+    static const size_t counts[] = {1, 3, 64, 130};
+    enum { GAP = 5, MAX = 130 * (784 + 5) };
+    float *x = malloc(MAX * sizeof *x), *d = malloc(MAX * sizeof *d);
+    float *g = malloc(MAX * sizeof *g);
+    assert_non_null(x);
+    assert_non_null(d);
+    assert_non_null(g);
+    for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
+        for (size_t b = 0; b < sizeof counts / sizeof *counts; b++) {
+            size_t n = sizes[a], planes = counts[b], stride = n + GAP;
+            fill(x, MAX, &rng);
+            fill(d, MAX, &rng);
+            fill(g, MAX, &rng);
+            double s = 0, q = 0, sd = 0, sp = 0;
+            for (size_t k = 0; k < planes; k++) {
+                for (size_t i = 0; i < n; i++) {
+                    size_t at = k * stride + i;
+                    x[at] += 2.0f;
+                    s += x[at];
+                    q += (double)x[at] * x[at];
+                    if (g[at] > 0) {
+                        sd += d[at];
+                        sp += (double)d[at] * (x[at] - 2.0);
+                    }
+                }
+                for (size_t i = n; i < stride; i++)
+                    x[k * stride + i] = d[k * stride + i] = 1e6f;
+            }
+            double got_s = 0, got_q = 0, got_sd = 0, got_sp = 0;
+            cnn_sum_squares(x, n, planes, stride, &got_s, &got_q);
+            cnn_sum_products(d, g, x, 2.0f, n, planes, stride, &got_sd,
+                             &got_sp);
+            double terms = sqrt((double)n * planes);
+            assert_true(fabs(got_s - s) <= 1e-9 * (1 + fabs(s)));
+            assert_true(fabs(got_q - q) <= 1e-9 * (1 + fabs(q)));
+            assert_true(fabs(got_sd - sd) <= 1e-4 * (1 + terms));
+            assert_true(fabs(got_sp - sp) <= 1e-4 * (1 + terms));
+        }
+    free(x);
+    free(d);
+    free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_im2col_entries),
         cmocka_unit_test(test_out_size),
         cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_reductions_planes),
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_bf16_round_trip),
     };

@@ -107,14 +107,18 @@ void cnn_wino_weight_grad_finish(const struct cnn_wino *p, const float *dUt,
                                  float *dW);
 
 /* Vectorized sums, in float lanes added up in double every 1024
- * elements: the sum of x[0..n); and *sum_d += the sum of d, *sum_dx +=
- * that of d * (x - mean), d counting as zero where gate (when not NULL)
- * is not positive, as past a relu. *sum += the sum of x, *sq += that of
- * its squares, in double lanes (a variance is their difference). */
+ * elements: the sum of x[0..n). Over `planes` runs of n floats, `stride`
+ * floats apart (a channel of a batch): *sum_d += the sum of d, *sum_dx
+ * += that of d * (x - mean), d counting as zero where gate (when not
+ * NULL) is not positive, as past a relu; *sum += the sum of x, *sq +=
+ * that of its squares, in double lanes (a variance is their
+ * difference). */
 double cnn_sum(const float *x, size_t n);
-void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq);
+void cnn_sum_squares(const float *x, size_t n, size_t planes, size_t stride,
+                     double *sum, double *sq);
 void cnn_sum_products(const float *d, const float *gate, const float *x,
-                      float mean, size_t n, double *sum_d, double *sum_dx);
+                      float mean, size_t n, size_t planes, size_t stride,
+                      double *sum_d, double *sum_dx);
 
 /* Sets the BLAS thread count (process-wide inside OpenBLAS); n <= 0
  * leaves OpenBLAS's default. Returns the count in use. */

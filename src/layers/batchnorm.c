@@ -98,8 +98,7 @@ static void sums_part(void *ctx, int lo, int hi)
     size_t size = (size_t)p->C * p->hw;
     for (int c = lo; c < hi; c++) {
         double sum = 0, sq = 0;
-        for (int i = 0; i < p->n; i++)
-            cnn_sum_squares(p->x + i * size + c * p->hw, p->hw, &sum, &sq);
+        cnn_sum_squares(p->x + c * p->hw, p->hw, p->n, size, &sum, &sq);
         p->s->sums[c] = sum;
         p->s->sums[p->C + c] = sq;
     }
@@ -188,11 +187,9 @@ static void grad_sums_part(void *ctx, int lo, int hi)
     for (int c = lo; c < hi; c++) {
         float mean = s->mean[c], invstd = s->invstd[c];
         double sum_dy = 0, sum_dy_xc = 0;
-        for (int i = 0; i < p->n; i++)
-            cnn_sum_products(p->dy + i * size + c * hw,
-                             p->gate ? p->gate + i * size + c * hw : NULL,
-                             p->x + i * size + c * hw, mean, hw, &sum_dy,
-                             &sum_dy_xc);
+        cnn_sum_products(p->dy + c * hw, p->gate ? p->gate + c * hw : NULL,
+                         p->x + c * hw, mean, hw, p->n, size, &sum_dy,
+                         &sum_dy_xc);
         double sum_dy_xhat = sum_dy_xc * invstd;
         dgamma[c] += (float)sum_dy_xhat;
         dbeta[c] += (float)sum_dy;

@@ -22,12 +22,26 @@ static inline vec load(const float *p)
     return *(const vec *)p;
 }
 
+/* Both sums in double lanes: a variance is the mean square less the
+ * squared mean, and for activations far from zero that difference is
+ * small beside either term, so both need double's digits. */
+typedef double dvec __attribute__((vector_size(LANES / 2 * sizeof(double))));
+typedef float half __attribute__((vector_size(LANES / 2 * sizeof(float)),
+                                  aligned(4)));
+
+/* The lanes' total, added pairwise: a chain of 16 dependent adds would
+ * cost more than the sums of a small plane. */
+static double dlane_total(dvec a)
+{
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
 static double lane_total(vec a)
 {
-    double t = 0;
-    for (int k = 0; k < LANES; k++)
-        t += a[k];
-    return t;
+    const float *f = (const float *)&a;
+    return dlane_total(__builtin_convertvector(*(const half *)f, dvec) +
+                       __builtin_convertvector(*(const half *)(f + LANES / 2),
+                                               dvec));
 }
 
 double cnn_sum(const float *x, size_t n)
@@ -46,66 +60,61 @@ double cnn_sum(const float *x, size_t n)
     return s;
 }
 
-/* Both sums in double lanes: a variance is the mean square less the
- * squared mean, and for activations far from zero that difference is
- * small beside either term, so both need double's digits. */
-typedef double dvec __attribute__((vector_size(LANES / 2 * sizeof(double))));
-typedef float half __attribute__((vector_size(LANES / 2 * sizeof(float)),
-                                  aligned(4)));
-
-static double dlane_total(dvec a)
-{
-    double t = 0;
-    for (int k = 0; k < LANES / 2; k++)
-        t += a[k];
-    return t;
-}
-
-void cnn_sum_squares(const float *x, size_t n, double *sum, double *sq)
+void cnn_sum_squares(const float *x, size_t n, size_t planes, size_t stride,
+                     double *sum, double *sq)
 {
     dvec s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
-    size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        dvec lo = __builtin_convertvector(*(const half *)(x + i), dvec);
-        dvec hi = __builtin_convertvector(*(const half *)(x + i + LANES / 2),
-                                          dvec);
-        s0 += lo;
-        s1 += hi;
-        q0 += lo * lo;
-        q1 += hi * hi;
+    double s = 0, q = 0;
+    for (size_t k = 0; k < planes; k++, x += stride) {
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES) {
+            dvec lo = __builtin_convertvector(*(const half *)(x + i), dvec);
+            dvec hi = __builtin_convertvector(
+                *(const half *)(x + i + LANES / 2), dvec);
+            s0 += lo;
+            s1 += hi;
+            q0 += lo * lo;
+            q1 += hi * hi;
+        }
+        for (; i < n; i++) {
+            s += x[i];
+            q += (double)x[i] * x[i];
+        }
     }
-    double s = dlane_total(s0 + s1), q = dlane_total(q0 + q1);
-    for (; i < n; i++) {
-        s += x[i];
-        q += (double)x[i] * x[i];
-    }
-    *sum += s;
-    *sq += q;
+    *sum += s + dlane_total(s0 + s1);
+    *sq += q + dlane_total(q0 + q1);
 }
 
 void cnn_sum_products(const float *d, const float *gate, const float *x,
-                      float mean, size_t n, double *sum_d, double *sum_dx)
+                      float mean, size_t n, size_t planes, size_t stride,
+                      double *sum_d, double *sum_dx)
 {
     double s = 0, p = 0;
-    size_t i = 0;
-    while (i + LANES <= n) {
-        size_t end = i + BLOCK < n ? i + BLOCK : n;
-        vec vs = {0}, vp = {0};
-        for (; i + LANES <= end; i += LANES) {
-            vec dv = load(d + i);
-            if (gate)       /* d where gate > 0, else +0: the bits */
-                dv = (vec)((ivec)dv & (load(gate + i) > 0.0f));
+    vec vs = {0}, vp = {0};
+    size_t run = 0;         /* elements in vs and vp */
+    for (size_t k = 0; k < planes; k++) {
+        const float *dk = d + k * stride, *xk = x + k * stride;
+        const float *gk = gate ? gate + k * stride : NULL;
+        size_t i = 0;
+        for (; i + LANES <= n; i += LANES) {
+            vec dv = load(dk + i);
+            if (gk)         /* d where gate > 0, else +0: the bits */
+                dv = (vec)((ivec)dv & (load(gk + i) > 0.0f));
             vs += dv;
-            vp += dv * (load(x + i) - mean);
+            vp += dv * (load(xk + i) - mean);
+            if ((run += LANES) == BLOCK) {
+                s += lane_total(vs);
+                p += lane_total(vp);
+                vs = vp = (vec){0};
+                run = 0;
+            }
         }
-        s += lane_total(vs);
-        p += lane_total(vp);
+        for (; i < n; i++) {
+            float di = gk && !(gk[i] > 0.0f) ? 0.0f : dk[i];
+            s += di;
+            p += (double)di * (xk[i] - mean);
+        }
     }
-    for (; i < n; i++) {
-        float di = gate && !(gate[i] > 0.0f) ? 0.0f : d[i];
-        s += di;
-        p += (double)di * (x[i] - mean);
-    }
-    *sum_d += s;
-    *sum_dx += p;
+    *sum_d += s + lane_total(vs);
+    *sum_dx += p + lane_total(vp);
 }
