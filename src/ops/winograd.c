@@ -113,25 +113,34 @@ void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
     p->nb = nb;
 }
 
+/* Slots of an example in the phase planes, dummies included, and its
+ * tiles, which the transform domain holds without the dummies. */
 static size_t slots_per(const struct cnn_wino *p)
 {
     return (size_t)p->th * p->S;
 }
 
-int cnn_wino_fill(const struct cnn_wino *p)
+static size_t tiles_per(const struct cnn_wino *p)
 {
-    int per = (int)slots_per(p), g = L;
-    if (per >= 3 * L)
-        return 1;
-    while (per % g)             /* g = gcd(per, L), L a power of 2 */
-        g /= 2;
-    return L / g;
+    return (size_t)p->th * p->tw;
 }
 
-/* Tile slots of n examples, padded to whole vectors. */
+/* Tiles of n examples, padded to whole vectors. */
 static size_t tiles_for(const struct cnn_wino *p, int n)
 {
-    return ((size_t)n * slots_per(p) + L - 1) / L * L;
+    return ((size_t)n * tiles_per(p) + L - 1) / L * L;
+}
+
+int cnn_wino_fill(const struct cnn_wino *p)
+{
+    /* The fewest examples with two vectors of tiles or more, of which
+     * padding is at most an eighth. */
+    size_t per = tiles_per(p);
+    int n = 1;
+    while (n < 64 && (n * per < 2 * L || 8 * (tiles_for(p, n) - n * per) >
+                                               tiles_for(p, n)))
+        n++;
+    return n;
 }
 
 /* Floats from one point of the domain to the next in V, M and E, for
@@ -330,14 +339,14 @@ static void split_plane(const struct cnn_wino *p, const float *x, float *Q,
         split_phases(p, x, Q, qs, 2);
 }
 
-/* The plane from its phases: y[i m + py][j m + px] = P[py m + px][i S +
- * j] for the h x w pixels, qs floats from one phase to the next. P's
- * phases may be read up to 16 floats past the (w + m - 1) / m columns
+/* The plane from its phases: y[i m + py][j m + px] = P[py m + px][i tw
+ * + j] for the h x w pixels, a tile each, qs floats from one phase to
+ * the next. P's phases may be read up to 16 floats past the tw columns
  * they give. */
 FOLDED void merge_phases(const struct cnn_wino *p, const float *P, size_t qs,
                          float *y, int m)
 {
-    int S = p->S, w = p->w;
+    int tw = p->tw, w = p->w;
 #ifdef __AVX512F__
     /* 16 slots of each phase of a row at a time, m vectors of pixels.
      * Pixel l of vector q is slot 16 q / m + l / m of phase l % m: phases
@@ -359,7 +368,7 @@ FOLDED void merge_phases(const struct cnn_wino *p, const float *P, size_t qs,
         for (int oy = 0; oy < p->h; oy++) {
             float *row = y + (size_t)oy * w + (size_t)m * j;
             const float *ph = P + (size_t)(oy % m * m) * qs +
-                              (size_t)(oy / m) * S + j;
+                              (size_t)(oy / m) * tw + j;
             __m512 v[MMAX];
             for (int px = 0; px < m; px++)
                 v[px] = _mm512_loadu_ps(ph + px * qs);
@@ -375,7 +384,7 @@ FOLDED void merge_phases(const struct cnn_wino *p, const float *P, size_t qs,
     }
 #else
     for (int oy = 0; oy < p->h; oy++) {
-        const float *ph = P + (size_t)(oy % m * m) * qs + (size_t)(oy / m) * S;
+        const float *ph = P + (size_t)(oy % m * m) * qs + (size_t)(oy / m) * tw;
         float *row = y + (size_t)oy * w;
         for (int ox = 0; ox < w; ox++)
             row[ox] = ph[(size_t)(ox % m) * qs + ox / m];
@@ -464,16 +473,46 @@ FOLDED void a_t(int r, const vec y[MMAX], vec z[A])
     }
 }
 
-/* V[6y + x][k] = (Bt d B)[y][x] for the tiles k < n of one channel of
- * the examples, qstep floats between points: Bt down the columns of
- * each block, then along the rows. The tile at slot k has d[y][x] =
- * Q[((y / m) m + y % m) m + x % m][k + x / m], qs floats from one phase
- * to the next. */
+/* The tiles' lanes of the 16 slots in v, moved down to the lowest
+ * lanes, zeros above, stored at V: the next vector's store goes over
+ * the lanes past them. */
+static inline void store_tiles(float *V, vec v, unsigned tiles)
+{
+#ifdef __AVX512F__
+    _mm512_storeu_ps(V, _mm512_maskz_compress_ps((__mmask16)tiles, (__m512)v));
+#else
+    float out[L] = {0};
+    for (int l = 0, at = 0; l < L; l++)
+        if (tiles >> l & 1)
+            out[at++] = v[l];
+    memcpy(V, out, sizeof out);
+#endif
+}
+
+/* V[6y + x][t] = (Bt d B)[y][x] for the tiles of the slots k < n of one
+ * channel of the examples, t counting tiles only, qstep floats between
+ * points: Bt down the columns of each block, then along the rows. The
+ * block at slot k has d[y][x] = Q[((y / m) m + y % m) m + x % m][k +
+ * x / m], qs floats from one phase to the next; the last S - tw slots
+ * of each row of S are dummies, left out. V's rows may be written up to
+ * 16 floats past the last tile. */
 FOLDED void input_slots(const struct cnn_wino *p, const float *Q, size_t qs,
                         float *V, size_t qstep, size_t n, int r)
 {
-    int m = tile_side(r);
+    int m = tile_side(r), S = p->S;
+    /* slot_x[l]: the column in its row of slot k + l. */
+    int slot_x[L];
+    for (int l = 0; l < L; l++)
+        slot_x[l] = l % S;
+    size_t done = 0;        /* tiles stored */
     for (size_t k = 0; k < n; k += L) {
+        unsigned tiles = 0;
+        for (int l = 0; l < L; l++) {
+            if (slot_x[l] < p->tw && k + l < n)
+                tiles |= 1u << l;
+            slot_x[l] += L % S;
+            slot_x[l] -= slot_x[l] >= S ? S : 0;
+        }
         vec t[A][A];
         for (int x = 0; x < A; x++) {
             vec col[A], out[A];
@@ -488,8 +527,10 @@ FOLDED void input_slots(const struct cnn_wino *p, const float *Q, size_t qs,
             vec d[A];
             bt(r, t[i], d);
             for (int j = 0; j < A; j++)
-                store(V + (size_t)(A * i + j) * qstep + k, d[j]);
+                store_tiles(V + (size_t)(A * i + j) * qstep + done, d[j],
+                            tiles);
         }
+        done += (size_t)__builtin_popcount(tiles);
     }
 }
 
@@ -544,14 +585,15 @@ FOLDED void output_slots(const struct cnn_wino *p, const float *mt,
     }
 }
 
-/* V[36][c][tiles] for n examples of x. The slots of the last vector
- * past the last tile are multiplied too: they come out zero, from the
- * zeros past the last example's phases. */
+/* V[36][c][tiles] for n examples of x. The tiles of the last vector
+ * past the last one are multiplied too: zeros. (A row's stores past its
+ * tiles land on the next channel's, written after it, or on the slack
+ * between points.) */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
                       float *V, float *Q)
 {
     size_t tiles = tiles_for(p, n), per = slots_per(p);
-    size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
+    size_t used = (size_t)n * tiles_per(p), plane = (size_t)p->h * p->w;
     size_t vq = point_floats(p->c * tiles), qs = phase_floats(p, n);
     memset(Q, 0, phases_floats(p, n) * sizeof *Q);
     for (int ch = 0; ch < p->c; ch++) {
@@ -559,16 +601,20 @@ static void input_all(const struct cnn_wino *p, const float *x, int n,
             split_plane(p, x + ((size_t)e * p->c + ch) * plane, Q + e * per,
                         qs);
         if (p->r == 3)
-            input_slots(p, Q, qs, V + ch * tiles, vq, used, 3);
+            input_slots(p, Q, qs, V + ch * tiles, vq, n * per, 3);
         else
-            input_slots(p, Q, qs, V + ch * tiles, vq, used, 5);
+            input_slots(p, Q, qs, V + ch * tiles, vq, n * per, 5);
     }
+    for (int q = 0; q < POINTS; q++)
+        for (int ch = 0; ch < p->c; ch++)
+            memset(V + q * vq + ch * tiles + used, 0,
+                   (tiles - used) * sizeof *V);
 }
 
 void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
                    const float *x, int n, float *y, float *work)
 {
-    size_t tiles = tiles_for(p, n), per = slots_per(p);
+    size_t tiles = tiles_for(p, n), per = tiles_per(p);
     size_t used = (size_t)n * per, plane = (size_t)p->h * p->w;
     size_t vq = point_floats(p->c * tiles);
     size_t mq = point_floats(p->fpad * tiles), qs = phase_floats(p, n);
@@ -680,18 +726,18 @@ static void channels_last(const struct cnn_wino *p, const float *dy, float *yt)
 FOLDED void grad_example(const struct cnn_wino *p, const float *yt, float *E,
                          size_t qstep, int r)
 {
-    int S = p->S, fp = p->fpad, m = tile_side(r);
+    int tw = p->tw, fp = p->fpad, m = tile_side(r);
     static const vec zero;
     for (int ty = 0; ty < p->th; ty++) {
-        for (int tx = 0; tx < S; tx++) {
-            float *e = E + ((size_t)ty * S + tx) * fp;
+        for (int tx = 0; tx < tw; tx++) {
+            float *e = E + ((size_t)ty * tw + tx) * fp;
             for (int f0 = 0; f0 < fp; f0 += L) {
                 vec z[A][MMAX];
                 for (int j = 0; j < m; j++) {
                     vec col[MMAX], out[A];
                     for (int i = 0; i < m; i++) {
                         int oy = m * ty + i, ox = m * tx + j;
-                        bool in = tx < p->tw && oy < p->h && ox < p->w;
+                        bool in = oy < p->h && ox < p->w;
                         col[i] = in ? load(yt + ((size_t)oy * p->w + ox) *
                                            fp + f0) : zero;
                     }
@@ -740,7 +786,7 @@ static void grad_product(const struct cnn_wino *p, const float *E,
 void cnn_wino_weight_grad(const struct cnn_wino *p, const float *x,
                           const float *dy, int n, float *dUt, float *work)
 {
-    size_t tiles = tiles_for(p, n), per = slots_per(p);
+    size_t tiles = tiles_for(p, n), per = tiles_per(p);
     size_t plane = (size_t)p->h * p->w, fp = p->fpad;
     size_t vq = point_floats(p->c * tiles), eq = point_floats(tiles * fp);
     float *V = work;                        /* [36][c][tiles] */
