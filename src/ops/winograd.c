@@ -532,6 +532,9 @@ FOLDED void input_slots(const struct cnn_wino *p, const float *Q, size_t qs,
         }
         done += (size_t)__builtin_popcount(tiles);
     }
+    /* Zeros for the rest of the last vector of tiles. */
+    for (int q = 0; q < POINTS; q++)
+        store(V + (size_t)q * qstep + done, (vec){0});
 }
 
 /* M[q][f0 .. f0 + 16][lanes] = sum over c of U[q][c][f] V[q][c][lanes]
@@ -587,13 +590,13 @@ FOLDED void output_slots(const struct cnn_wino *p, const float *mt,
 
 /* V[36][c][tiles] for n examples of x. The tiles of the last vector
  * past the last one are multiplied too: zeros. (A row's stores past its
- * tiles land on the next channel's, written after it, or on the slack
- * between points.) */
+ * tiles land on the next channel's, written after it, or on the vector
+ * of slack between points.) */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
                       float *V, float *Q)
 {
     size_t tiles = tiles_for(p, n), per = slots_per(p);
-    size_t used = (size_t)n * tiles_per(p), plane = (size_t)p->h * p->w;
+    size_t plane = (size_t)p->h * p->w;
     size_t vq = point_floats(p->c * tiles), qs = phase_floats(p, n);
     memset(Q, 0, phases_floats(p, n) * sizeof *Q);
     for (int ch = 0; ch < p->c; ch++) {
@@ -605,10 +608,6 @@ static void input_all(const struct cnn_wino *p, const float *x, int n,
         else
             input_slots(p, Q, qs, V + ch * tiles, vq, n * per, 5);
     }
-    for (int q = 0; q < POINTS; q++)
-        for (int ch = 0; ch < p->c; ch++)
-            memset(V + q * vq + ch * tiles + used, 0,
-                   (tiles - used) * sizeof *V);
 }
 
 void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
