@@ -386,6 +386,51 @@ static void test_batchnorm_modes(void **state)
     teardown(&f);
 }
 
+/* A batchnorm (with its relu) on `threads` threads: its output, input
+ * gradient and parameter gradients into the given buffers. */
+static void batchnorm_run(int threads, float *y, float *dx, float *grads)
+{
+    enum { C = 5, H = 6, W = 7, N = 9, SIZE = C * H * W };
+    int saved = cnn_blas_threads(0);
+    cnn_blas_threads(threads);
+    struct fixture f = {0};
+    build(&f, "    - batchnorm\n    - relu\n", (struct cnn_shape){C, H, W},
+          N);
+    struct cnn_rng rng;
+    cnn_rng_seed(&rng, 3, 1, 4);
+    float *x = cnn_net_input(&f.net);
+    for (int i = 0; i < N * SIZE; i++)
+        x[i] = 2.0f + cnn_rng_normal(&rng);
+    memcpy(y, cnn_net_forward(&f.net, N, true), N * SIZE * sizeof *y);
+    float dy[N * SIZE];
+    for (int i = 0; i < N * SIZE; i++)
+        dy[i] = cnn_rng_normal(&rng);
+    cnn_net_zero_grad(&f.net);
+    struct cnn_layer *l = &f.net.layers[0];
+    assert_true(l->applies_relu);
+    l->kind->backward(l, x, f.net.acts[1], dy, dx, N);
+    memcpy(grads, l->params[0].grad, C * sizeof *grads);
+    memcpy(grads + C, l->params[1].grad, C * sizeof *grads);
+    teardown(&f);
+    cnn_blas_threads(saved);
+}
+
+/* The threads take the batch's examples and each example's sums are
+ * added in order: the same bits on 1, 2 and 3 threads. */
+static void test_batchnorm_threads(void **state)
+{
+    (void)state;
+    enum { N = 9 * 5 * 6 * 7 };
+    static float y1[N], dx1[N], g1[10], y2[N], dx2[N], g2[10];
+    batchnorm_run(1, y1, dx1, g1);
+    for (int threads = 2; threads <= 3; threads++) {
+        batchnorm_run(threads, y2, dx2, g2);
+        assert_memory_equal(y1, y2, sizeof y1);
+        assert_memory_equal(dx1, dx2, sizeof dx1);
+        assert_memory_equal(g1, g2, sizeof g1);
+    }
+}
+
 /* --- forward against naive references ------------------------------------ */
 
 static void test_conv2d_forward_naive(void **state)
@@ -770,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_residual_pad_repeat_grad),
         cmocka_unit_test(test_residual_names_and_relu),
         cmocka_unit_test(test_batchnorm_modes),
+        cmocka_unit_test(test_batchnorm_threads),
         cmocka_unit_test(test_conv2d_forward_naive),
         cmocka_unit_test(test_conv2d_chunks_naive),
         cmocka_unit_test(test_conv2d_winograd_naive),

@@ -57,7 +57,7 @@ struct cnn_wino {
     int a, points;      /* transform tile size 6, its 36 points */
     int c, f, h, w;
     int th, tw;         /* tiles down and across: h and w over m, up */
-    int S, rows;        /* slots per row of tiles, rows of a phase plane */
+    int S;              /* slots per row of a phase plane: tw and dummies */
     int fpad;           /* f rounded up to CNN_WINO_LANES */
     int nb;
 };

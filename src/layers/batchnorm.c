@@ -33,7 +33,9 @@ struct bn_state {
     float momentum, eps;
     bool sync;                  /* statistics over all ranks */
     float *mean, *invstd;       /* [C] of the last training batch */
+    float *scale, *shift;       /* [C]: y = x * scale + shift */
     double *sums;               /* [2C + 1]: per-channel sums and a count */
+    double *parts;              /* [batch][2C]: each example's sums */
     double count;               /* examples x pixels behind the statistics */
 };
 
@@ -58,10 +60,17 @@ static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
     s->mean = cnn_layer_alloc(l, (size_t)C * sizeof(float), err);
     s->invstd = s->mean ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
                         : NULL;
-    s->sums = s->invstd ? cnn_layer_alloc(l, (2 * (size_t)C + 1) *
-                                                 sizeof(double), err)
+    s->scale = s->invstd ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
+                         : NULL;
+    s->shift = s->scale ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
                         : NULL;
-    if (!s->sums)
+    s->sums = s->shift ? cnn_layer_alloc(l, (2 * (size_t)C + 1) *
+                                                sizeof(double), err)
+                       : NULL;
+    s->parts = s->sums ? cnn_layer_alloc(l, 2 * (size_t)C * l->batch *
+                                                sizeof(double), err)
+                       : NULL;
+    if (!s->parts)
         return cnn_layer_alloc_status(err);
 
     l->out = l->in;
@@ -77,8 +86,10 @@ static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
     return CNN_OK;
 }
 
-/* A pass over the batch, channel by channel; channels go to the
- * threads of cnn_parallel_for, each computed as one thread would. */
+/* A pass over the batch. The threads of cnn_parallel_for take its
+ * examples, as the convolutions around it do, so that each thread reads
+ * what it wrote; sums over the batch are each example's sums, added in
+ * example order, so they do not depend on the thread count. */
 struct pass {
     struct cnn_layer *l;
     struct bn_state *s;
@@ -91,16 +102,31 @@ struct pass {
     bool train, recompute;
 };
 
-/* Per-channel sum and sum of squares into s->sums. */
+/* s->sums[c] and s->sums[C + c] = the sums over the examples of their
+ * parts. */
+static void add_parts(const struct pass *p)
+{
+    int C = p->C;
+    for (int c = 0; c < 2 * C; c++) {
+        double t = 0;
+        for (int i = 0; i < p->n; i++)
+            t += p->s->parts[(size_t)i * 2 * C + c];
+        p->s->sums[c] = t;
+    }
+}
+
+/* Each example's per-channel sum and sum of squares. */
 static void sums_part(void *ctx, int lo, int hi)
 {
     const struct pass *p = ctx;
     size_t size = (size_t)p->C * p->hw;
-    for (int c = lo; c < hi; c++) {
-        double sum = 0, sq = 0;
-        cnn_sum_squares(p->x + c * p->hw, p->hw, p->n, size, &sum, &sq);
-        p->s->sums[c] = sum;
-        p->s->sums[p->C + c] = sq;
+    for (int i = lo; i < hi; i++) {
+        double *part = p->s->parts + (size_t)i * 2 * p->C;
+        for (int c = 0; c < p->C; c++) {
+            part[c] = part[p->C + c] = 0;
+            cnn_sum_squares(p->x + i * size + c * p->hw, p->hw, 1, 0,
+                            &part[c], &part[p->C + c]);
+        }
     }
 }
 
@@ -109,25 +135,27 @@ static void sums_part(void *ctx, int lo, int hi)
 static void batch_sums(struct pass *p)
 {
     struct bn_state *s = p->s;
-    cnn_parallel_for(p->C, sums_part, p);
+    cnn_parallel_for(p->n, sums_part, p);
+    add_parts(p);
     s->sums[2 * p->C] = (double)p->n * (double)p->hw;
     if (s->sync)
         cnn_dist_sum_doubles(s->sums, 2 * (size_t)p->C + 1);
     s->count = s->sums[2 * p->C];
 }
 
-static void normalize_part(void *ctx, int lo, int hi)
+/* Each channel's scale and shift: from the batch's statistics in
+ * training, moving the running ones (once: a recompute sees the same
+ * batch), else from the running ones. */
+static void channel_affine(const struct pass *p)
 {
-    const struct pass *p = ctx;
     struct bn_state *s = p->s;
     struct cnn_layer *l = p->l;
     int C = p->C;
-    size_t hw = p->hw, size = (size_t)C * hw;
     const float *gamma = l->params[0].data, *beta = l->params[1].data;
     float *rmean = l->params[2].data, *rvar = l->params[3].data;
     double count = s->count;
 
-    for (int c = lo; c < hi; c++) {
+    for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (p->train) {
             double m = s->sums[c] / count;
@@ -136,8 +164,6 @@ static void normalize_part(void *ctx, int lo, int hi)
             mean = (float)m;
             invstd = (float)(1.0 / sqrt(var + s->eps));
             double unbiased = count > 1 ? var * count / (count - 1) : var;
-            /* A recompute sees the same batch: the statistics moved
-             * once already. */
             if (!p->recompute) {
                 rmean[c] = (1 - s->momentum) * rmean[c] + s->momentum * mean;
                 rvar[c] = (1 - s->momentum) * rvar[c] +
@@ -149,11 +175,22 @@ static void normalize_part(void *ctx, int lo, int hi)
             mean = rmean[c];
             invstd = 1.0f / sqrtf(rvar[c] + s->eps);
         }
-        float scale = gamma[c] * invstd, shift = beta[c] - mean * scale;
-        for (int i = 0; i < p->n; i++) {
+        s->scale[c] = gamma[c] * invstd;
+        s->shift[c] = beta[c] - mean * s->scale[c];
+    }
+}
+
+static void normalize_part(void *ctx, int lo, int hi)
+{
+    const struct pass *p = ctx;
+    const struct bn_state *s = p->s;
+    size_t hw = p->hw, size = (size_t)p->C * hw;
+    for (int i = lo; i < hi; i++) {
+        for (int c = 0; c < p->C; c++) {
             const float *v = p->x + i * size + c * hw;
             float *q = p->y + i * size + c * hw;
-            if (l->applies_relu)            /* as relu's forward */
+            float scale = s->scale[c], shift = s->shift[c];
+            if (p->l->applies_relu)         /* as relu's forward */
                 for (size_t j = 0; j < hw; j++) {
                     float u = v[j] * scale + shift;
                     q[j] = u > 0.0f ? u : 0.0f;
@@ -173,28 +210,25 @@ static void bn_forward(struct cnn_layer *l, const float *x, float *y, int n,
                      .train = ctx->train, .recompute = ctx->recompute};
     if (ctx->train)
         batch_sums(&p);
-    cnn_parallel_for(p.C, normalize_part, &p);
+    channel_affine(&p);
+    cnn_parallel_for(n, normalize_part, &p);
 }
 
-/* The parameters' gradients (this rank's own: the trainer sums them
- * over ranks) and the sums dx needs, per channel. */
+/* Each example's per-channel sums of dy and dy * (x - mean). */
 static void grad_sums_part(void *ctx, int lo, int hi)
 {
     const struct pass *p = ctx;
-    struct bn_state *s = p->s;
+    const struct bn_state *s = p->s;
     size_t hw = p->hw, size = (size_t)p->C * hw;
-    float *dgamma = p->l->params[0].grad, *dbeta = p->l->params[1].grad;
-    for (int c = lo; c < hi; c++) {
-        float mean = s->mean[c], invstd = s->invstd[c];
-        double sum_dy = 0, sum_dy_xc = 0;
-        cnn_sum_products(p->dy + c * hw, p->gate ? p->gate + c * hw : NULL,
-                         p->x + c * hw, mean, hw, p->n, size, &sum_dy,
-                         &sum_dy_xc);
-        double sum_dy_xhat = sum_dy_xc * invstd;
-        dgamma[c] += (float)sum_dy_xhat;
-        dbeta[c] += (float)sum_dy;
-        s->sums[c] = sum_dy;
-        s->sums[p->C + c] = sum_dy_xhat;
+    for (int i = lo; i < hi; i++) {
+        double *part = s->parts + (size_t)i * 2 * p->C;
+        for (int c = 0; c < p->C; c++) {
+            size_t at = i * size + c * hw;
+            part[c] = part[p->C + c] = 0;
+            cnn_sum_products(p->dy + at, p->gate ? p->gate + at : NULL,
+                             p->x + at, s->mean[c], hw, 1, 0, &part[c],
+                             &part[p->C + c]);
+        }
     }
 }
 
@@ -207,11 +241,12 @@ static void input_grad_part(void *ctx, int lo, int hi)
     size_t hw = p->hw, size = (size_t)p->C * hw;
     const float *gamma = p->l->params[0].data;
     double m = s->count;
-    for (int c = lo; c < hi; c++) {
-        float mean = s->mean[c], invstd = s->invstd[c];
-        float k = gamma[c] * invstd;
-        float a = (float)(s->sums[c] / m), b = (float)(s->sums[p->C + c] / m);
-        for (int i = 0; i < p->n; i++) {
+    for (int i = lo; i < hi; i++) {
+        for (int c = 0; c < p->C; c++) {
+            float mean = s->mean[c], invstd = s->invstd[c];
+            float k = gamma[c] * invstd;
+            float a = (float)(s->sums[c] / m);
+            float b = (float)(s->sums[p->C + c] / m);
             const float *v = p->x + i * size + c * hw;
             const float *d = p->dy + i * size + c * hw;
             float *q = p->dx + i * size + c * hw;
@@ -235,13 +270,25 @@ static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
     struct pass p = {.l = l, .s = l->state, .x = x, .dy = dy, .dx = dx,
                      .gate = l->applies_relu ? y : NULL,
                      .n = n, .C = l->in.c, .hw = (size_t)l->in.h * l->in.w};
-    cnn_parallel_for(p.C, grad_sums_part, &p);
+    struct bn_state *s = p.s;
+    cnn_parallel_for(n, grad_sums_part, &p);
+    add_parts(&p);
+    /* The parameters' gradients (this rank's own: the trainer sums them
+     * over ranks), and the sums dx needs. */
+    float *dgamma = l->params[0].grad, *dbeta = l->params[1].grad;
+    for (int c = 0; c < p.C; c++) {
+        double sum_dy = s->sums[c];
+        double sum_dy_xhat = s->sums[p.C + c] * s->invstd[c];
+        dgamma[c] += (float)sum_dy_xhat;
+        dbeta[c] += (float)sum_dy;
+        s->sums[p.C + c] = sum_dy_xhat;
+    }
     if (!dx)
         return;
     /* dx needs the sums over the whole batch, all ranks' shards. */
-    if (p.s->sync)
-        cnn_dist_sum_doubles(p.s->sums, 2 * (size_t)p.C);
-    cnn_parallel_for(p.C, input_grad_part, &p);
+    if (s->sync)
+        cnn_dist_sum_doubles(s->sums, 2 * (size_t)p.C);
+    cnn_parallel_for(n, input_grad_part, &p);
 }
 
 static void bn_destroy(struct cnn_layer *l)
@@ -250,7 +297,10 @@ static void bn_destroy(struct cnn_layer *l)
     if (s) {
         free(s->mean);
         free(s->invstd);
+        free(s->scale);
+        free(s->shift);
         free(s->sums);
+        free(s->parts);
     }
     free(s);
 }

@@ -130,11 +130,16 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     s->chunk = (int)(CHUNK_FLOATS / per_example);
     if (s->chunk < 1)
         s->chunk = 1;
+    int threads = cnn_blas_threads(0);
     if (s->wino) {
         /* Winograd's vectors of tiles run through a chunk's examples:
-         * enough of them to fill the vectors of small planes. */
+         * enough of them to fill the vectors of small planes, but a
+         * chunk for every thread where the batch has that many. */
         cnn_wino_plan(&s->fwd, g.kh, g.c, F, g.h, g.w, 1);
         int fill = cnn_wino_fill(&s->fwd);
+        int share = l->batch / (threads > 1 ? threads : 1);
+        if (fill > share)
+            fill = share > 1 ? share : 1;
         if (s->chunk < fill)
             s->chunk = fill;
     }
@@ -143,7 +148,6 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
     /* As many slots as threads when the net is built, and no more than
      * the batch has chunks. */
     int chunks = (l->batch + s->chunk - 1) / s->chunk;
-    int threads = cnn_blas_threads(0);
     s->slots = threads < chunks ? threads : chunks;
     if (s->slots < 1)
         s->slots = 1;

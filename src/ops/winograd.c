@@ -108,7 +108,6 @@ void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
      * tile's: tw slots of a row are tiles and the rest are dummies, so
      * that every tile's block is at the same offsets of its slot. */
     p->S = p->tw + (A - 1) / p->m;
-    p->rows = p->th + (A - 1) / p->m;
     p->fpad = (f + L - 1) / L * L;
     p->nb = nb;
 }
@@ -208,12 +207,16 @@ FOLDED void weights_channel(const struct weights_job *j, int i, int r)
         float g[25][L];
         for (int l = 0; l < L; l++) {
             int o = o0 + l;
+            if (o >= p->f) {
+                for (int k = 0; k < rr; k++)
+                    g[k][l] = 0.0f;
+                continue;
+            }
             const float *src = j->adjoint
                                    ? j->W + ((size_t)i * p->f + o) * rr
                                    : j->W + ((size_t)o * p->c + i) * rr;
             for (int k = 0; k < rr; k++)
-                g[k][l] = o >= p->f ? 0.0f
-                          : j->adjoint ? src[rr - 1 - k] : src[k];
+                g[k][l] = j->adjoint ? src[rr - 1 - k] : src[k];
         }
         vec t[A][5];
         for (int x = 0; x < A; x++)                 /* t = G g */
@@ -591,7 +594,8 @@ FOLDED void output_slots(const struct cnn_wino *p, const float *mt,
 /* V[36][c][tiles] for n examples of x. The tiles of the last vector
  * past the last one are multiplied too: zeros. (A row's stores past its
  * tiles land on the next channel's, written after it, or on the vector
- * of slack between points.) */
+ * of slack between points: the channels must go in order, on one
+ * thread.) */
 static void input_all(const struct cnn_wino *p, const float *x, int n,
                       float *V, float *Q)
 {
@@ -642,8 +646,8 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
 /* --- the weight gradient -------------------------------------------------
  *
  * With Z = the sum over channels of U (.) V, the output is At Z A, so the
- * gradient of Z is E = A dY At (a tile's 2x2 output gradient taken to
- * a x a), that of U is the sum over tiles of E (.) V, and that of the
+ * gradient of Z is E = A dY At (a tile's m x m output gradient taken
+ * to 6 x 6), that of U is the sum over tiles of E (.) V, and that of the
  * filter is Gt dU G. The sum over tiles runs with 16 filters in the
  * lanes: the output gradient is first turned channels-last (it is a
  * small part of E's size), so that E comes out as [points][tiles][fpad]
@@ -719,9 +723,9 @@ static void channels_last(const struct cnn_wino *p, const float *dy, float *yt)
 #endif
 }
 
-/* E[q][t][fpad] for the tiles of one example, t from its first slot:
+/* E[q][t][fpad] for the tiles of one example, t from its first tile:
  * A dy At, down the columns of each tile's output gradient, then along
- * the rows; zero in the dummy slots. */
+ * the rows. */
 FOLDED void grad_example(const struct cnn_wino *p, const float *yt, float *E,
                          size_t qstep, int r)
 {
