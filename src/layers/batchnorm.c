@@ -33,7 +33,10 @@ struct bn_state {
     float momentum, eps;
     bool sync;                  /* statistics over all ranks */
     float *mean, *invstd;       /* [C] of the last training batch */
-    float *scale, *shift;       /* [C]: y = x * scale + shift */
+    float *scale, *shift;       /* [C]: y = x * scale + shift; backward,
+                                 * dx = scale * (dy - shift - (x - mean)
+                                 * slope) */
+    float *slope;               /* [C] */
     double *sums;               /* [2C + 1]: per-channel sums and a count */
     double *parts;              /* [batch][2C]: each example's sums */
     double count;               /* examples x pixels behind the statistics */
@@ -64,7 +67,9 @@ static enum cnn_status bn_create(struct cnn_layer *l, struct cnn_node *args,
                          : NULL;
     s->shift = s->scale ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
                         : NULL;
-    s->sums = s->shift ? cnn_layer_alloc(l, (2 * (size_t)C + 1) *
+    s->slope = s->shift ? cnn_layer_alloc(l, (size_t)C * sizeof(float), err)
+                        : NULL;
+    s->sums = s->slope ? cnn_layer_alloc(l, (2 * (size_t)C + 1) *
                                                 sizeof(double), err)
                        : NULL;
     s->parts = s->sums ? cnn_layer_alloc(l, 2 * (size_t)C * l->batch *
@@ -106,13 +111,13 @@ struct pass {
  * parts. */
 static void add_parts(const struct pass *p)
 {
-    int C = p->C;
-    for (int c = 0; c < 2 * C; c++) {
-        double t = 0;
-        for (int i = 0; i < p->n; i++)
-            t += p->s->parts[(size_t)i * 2 * C + c];
-        p->s->sums[c] = t;
-    }
+    size_t width = 2 * (size_t)p->C;
+    double *sums = p->s->sums;
+    for (size_t c = 0; c < width; c++)
+        sums[c] = 0;
+    for (int i = 0; i < p->n; i++)
+        for (size_t c = 0; c < width; c++)
+            sums[c] += p->s->parts[i * width + c];
 }
 
 /* Each example's per-channel sum and sum of squares. */
@@ -122,10 +127,16 @@ static void sums_part(void *ctx, int lo, int hi)
     size_t size = (size_t)p->C * p->hw;
     for (int i = lo; i < hi; i++) {
         double *part = p->s->parts + (size_t)i * 2 * p->C;
+        const float *x = p->x + i * size;
         for (int c = 0; c < p->C; c++) {
+            if (p->hw == 1) {           /* after a dense layer */
+                part[c] = x[c];
+                part[p->C + c] = (double)x[c] * x[c];
+                continue;
+            }
             part[c] = part[p->C + c] = 0;
-            cnn_sum_squares(p->x + i * size + c * p->hw, p->hw, 1, 0,
-                            &part[c], &part[p->C + c]);
+            cnn_sum_squares(x + c * p->hw, p->hw, 1, 0, &part[c],
+                            &part[p->C + c]);
         }
     }
 }
@@ -185,12 +196,21 @@ static void normalize_part(void *ctx, int lo, int hi)
     const struct pass *p = ctx;
     const struct bn_state *s = p->s;
     size_t hw = p->hw, size = (size_t)p->C * hw;
-    for (int i = lo; i < hi; i++) {
+    bool relu = p->l->applies_relu;
+    for (int i = lo; hw == 1 && i < hi; i++) {  /* after a dense layer */
+        const float *v = p->x + i * size;
+        float *q = p->y + i * size;
+        for (int c = 0; c < p->C; c++) {
+            float u = v[c] * s->scale[c] + s->shift[c];
+            q[c] = relu && !(u > 0.0f) ? 0.0f : u;
+        }
+    }
+    for (int i = lo; hw > 1 && i < hi; i++) {
         for (int c = 0; c < p->C; c++) {
             const float *v = p->x + i * size + c * hw;
             float *q = p->y + i * size + c * hw;
             float scale = s->scale[c], shift = s->shift[c];
-            if (p->l->applies_relu)         /* as relu's forward */
+            if (relu)                       /* as relu's forward */
                 for (size_t j = 0; j < hw; j++) {
                     float u = v[j] * scale + shift;
                     q[j] = u > 0.0f ? u : 0.0f;
@@ -224,6 +244,13 @@ static void grad_sums_part(void *ctx, int lo, int hi)
         double *part = s->parts + (size_t)i * 2 * p->C;
         for (int c = 0; c < p->C; c++) {
             size_t at = i * size + c * hw;
+            if (hw == 1) {              /* after a dense layer */
+                float d = p->gate && !(p->gate[at] > 0.0f) ? 0.0f
+                                                           : p->dy[at];
+                part[c] = d;
+                part[p->C + c] = (double)d * (p->x[at] - s->mean[c]);
+                continue;
+            }
             part[c] = part[p->C + c] = 0;
             cnn_sum_products(p->dy + at, p->gate ? p->gate + at : NULL,
                              p->x + at, s->mean[c], hw, 1, 0, &part[c],
@@ -233,32 +260,40 @@ static void grad_sums_part(void *ctx, int lo, int hi)
 }
 
 /* Training-mode backward through the batch statistics:
- * dx = gamma * invstd / m * (m dy - sum(dy) - xhat * sum(dy * xhat)). */
+ * dx = gamma * invstd / m * (m dy - sum(dy) - xhat * sum(dy * xhat)),
+ * with the per-channel factors bn_backward put in scale, shift and
+ * slope. */
 static void input_grad_part(void *ctx, int lo, int hi)
 {
     const struct pass *p = ctx;
-    struct bn_state *s = p->s;
+    const struct bn_state *s = p->s;
     size_t hw = p->hw, size = (size_t)p->C * hw;
-    const float *gamma = p->l->params[0].data;
-    double m = s->count;
-    for (int i = lo; i < hi; i++) {
+    for (int i = lo; hw == 1 && i < hi; i++) {  /* after a dense layer */
+        const float *v = p->x + i * size, *d = p->dy + i * size;
+        const float *g = p->gate ? p->gate + i * size : NULL;
+        float *q = p->dx + i * size;
         for (int c = 0; c < p->C; c++) {
-            float mean = s->mean[c], invstd = s->invstd[c];
-            float k = gamma[c] * invstd;
-            float a = (float)(s->sums[c] / m);
-            float b = (float)(s->sums[p->C + c] / m);
-            const float *v = p->x + i * size + c * hw;
-            const float *d = p->dy + i * size + c * hw;
-            float *q = p->dx + i * size + c * hw;
+            float dc = g && !(g[c] > 0.0f) ? 0.0f : d[c];
+            q[c] = s->scale[c] *
+                   (dc - s->shift[c] - (v[c] - s->mean[c]) * s->slope[c]);
+        }
+    }
+    for (int i = lo; hw > 1 && i < hi; i++) {
+        for (int c = 0; c < p->C; c++) {
+            float k = s->scale[c], a = s->shift[c], b = s->slope[c];
+            float mean = s->mean[c];
+            size_t at = i * size + c * hw;
+            const float *v = p->x + at, *d = p->dy + at;
+            float *q = p->dx + at;
             if (p->gate) {                  /* as relu's backward */
-                const float *g = p->gate + i * size + c * hw;
+                const float *g = p->gate + at;
                 for (size_t j = 0; j < hw; j++) {
                     float dj = g[j] > 0.0f ? d[j] : 0.0f;
-                    q[j] = k * (dj - a - (v[j] - mean) * invstd * b);
+                    q[j] = k * (dj - a - (v[j] - mean) * b);
                 }
             } else {
                 for (size_t j = 0; j < hw; j++)
-                    q[j] = k * (d[j] - a - (v[j] - mean) * invstd * b);
+                    q[j] = k * (d[j] - a - (v[j] - mean) * b);
             }
         }
     }
@@ -288,6 +323,13 @@ static void bn_backward(struct cnn_layer *l, const float *x, const float *y,
     /* dx needs the sums over the whole batch, all ranks' shards. */
     if (s->sync)
         cnn_dist_sum_doubles(s->sums, 2 * (size_t)p.C);
+    const float *gamma = l->params[0].data;
+    double m = s->count;
+    for (int c = 0; c < p.C; c++) {
+        s->scale[c] = gamma[c] * s->invstd[c];
+        s->shift[c] = (float)(s->sums[c] / m);
+        s->slope[c] = s->invstd[c] * (float)(s->sums[p.C + c] / m);
+    }
     cnn_parallel_for(n, input_grad_part, &p);
 }
 
@@ -299,6 +341,7 @@ static void bn_destroy(struct cnn_layer *l)
         free(s->invstd);
         free(s->scale);
         free(s->shift);
+        free(s->slope);
         free(s->sums);
         free(s->parts);
     }
