@@ -386,11 +386,16 @@ static void test_batchnorm_modes(void **state)
     teardown(&f);
 }
 
-/* A batchnorm (with its relu) on `threads` threads: its output, input
- * gradient and parameter gradients into the given buffers. */
-static void batchnorm_run(int threads, float *y, float *dx, float *grads)
+/* A batchnorm (with its relu) over C x H x W, on `threads` threads:
+ * its output, input gradient and parameter gradients into the given
+ * buffers. */
+enum { BN_N = 9, BN_MAX = 5 * 6 * 7 };
+
+static void batchnorm_run(int threads, int C, int H, int W, float *y,
+                          float *dx, float *grads)
 {
-    enum { C = 5, H = 6, W = 7, N = 9, SIZE = C * H * W };
+    enum { N = BN_N };
+    int SIZE = C * H * W;
     int saved = cnn_blas_threads(0);
     cnn_blas_threads(threads);
     struct fixture f = {0};
@@ -402,7 +407,7 @@ static void batchnorm_run(int threads, float *y, float *dx, float *grads)
     for (int i = 0; i < N * SIZE; i++)
         x[i] = 2.0f + cnn_rng_normal(&rng);
     memcpy(y, cnn_net_forward(&f.net, N, true), N * SIZE * sizeof *y);
-    float dy[N * SIZE];
+    float dy[N * BN_MAX];
     for (int i = 0; i < N * SIZE; i++)
         dy[i] = cnn_rng_normal(&rng);
     cnn_net_zero_grad(&f.net);
@@ -416,18 +421,24 @@ static void batchnorm_run(int threads, float *y, float *dx, float *grads)
 }
 
 /* The threads take the batch's examples and each example's sums are
- * added in order: the same bits on 1, 2 and 3 threads. */
+ * added in order: the same bits on 1, 2 and 3 threads, for planes and
+ * for the 1-D form's single pixels. */
 static void test_batchnorm_threads(void **state)
 {
     (void)state;
-    enum { N = 9 * 5 * 6 * 7 };
-    static float y1[N], dx1[N], g1[10], y2[N], dx2[N], g2[10];
-    batchnorm_run(1, y1, dx1, g1);
-    for (int threads = 2; threads <= 3; threads++) {
-        batchnorm_run(threads, y2, dx2, g2);
-        assert_memory_equal(y1, y2, sizeof y1);
-        assert_memory_equal(dx1, dx2, sizeof dx1);
-        assert_memory_equal(g1, g2, sizeof g1);
+    static const int shapes[][3] = {{5, 6, 7}, {37, 1, 1}};
+    enum { N = BN_N * BN_MAX, G = 2 * 37 };
+    static float y1[N], dx1[N], g1[G], y2[N], dx2[N], g2[G];
+    for (int k = 0; k < 2; k++) {
+        const int *s = shapes[k];
+        size_t n = (size_t)BN_N * s[0] * s[1] * s[2];
+        batchnorm_run(1, s[0], s[1], s[2], y1, dx1, g1);
+        for (int threads = 2; threads <= 3; threads++) {
+            batchnorm_run(threads, s[0], s[1], s[2], y2, dx2, g2);
+            assert_memory_equal(y1, y2, n * sizeof *y1);
+            assert_memory_equal(dx1, dx2, n * sizeof *dx1);
+            assert_memory_equal(g1, g2, 2 * s[0] * sizeof *g1);
+        }
     }
 }
 
