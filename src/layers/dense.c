@@ -48,15 +48,16 @@ static const double SPLIT_MACS = 1 << 20;
 
 /* Runs fn over [0, n) in one part per thread, each part's GEMM on its
  * own thread, when the pass has macs multiply-adds or more (and
- * OpenBLAS's threads can be set for every caller); else whole. Columns
- * of the result are cut apart, not sums, though OpenBLAS may take
- * another kernel for a narrower product: results may differ with the
- * thread count in the last bits, as a convolution's weight gradient
- * does. Each part of the forward pass and
- * of the weight gradient touches only its own rows of W and dW, about
- * the share of the parameters the optimizer's update gives its thread:
- * cutting the batch instead had both cores read all of W after each
- * update, which cost the MLP a fifth of its speed. */
+ * OpenBLAS's threads can be set for every caller); else whole.
+ *
+ * Columns of the result are cut apart, not sums, though OpenBLAS may
+ * take another kernel for a narrower product: results may differ with
+ * the thread count in the last bits, as a convolution's weight gradient
+ * does. Each part of the forward pass and of the weight gradient
+ * touches only its own rows of W and dW, about the share of the
+ * parameters the optimizer's update gives its thread: cutting the batch
+ * instead had both cores read all of W after each update, which cost
+ * the MLP a fifth of its speed. */
 static void run_parts(int n, double macs, cnn_part_fn *fn, struct job *j)
 {
     int threads = cnn_blas_threads(0);
