@@ -69,8 +69,9 @@ bool cnn_wino_fits(int k, int stride, int pad);
 void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
                    int nb);
 
-/* Examples a call should take at least: for planes of few tiles, as
- * many as fill whole vectors of them; 1 for larger planes. */
+/* Examples a call should take at least: the fewest whose tiles make two
+ * vectors (of CNN_WINO_LANES) or more, at most an eighth of them
+ * padding; up to 64. */
 int cnn_wino_fill(const struct cnn_wino *p);
 
 /* Scratch floats for one call on nb examples, and floats of the
