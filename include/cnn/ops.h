@@ -54,7 +54,6 @@ enum { CNN_WINO_LANES = 16 };
 
 struct cnn_wino {
     int r, m;           /* filter size, output tile size */
-    int a, points;      /* transform tile size 6, its 36 points */
     int c, f, h, w;
     int th, tw;         /* tiles down and across: h and w over m, up */
     int S;              /* slots per row of a phase plane: tw and dummies */
@@ -95,7 +94,7 @@ void cnn_wino_conv(const struct cnn_wino *p, const float *U, const float *bias,
                    const float *x, int n, float *y, float *work);
 
 /* The weight gradient, for plans with c a multiple of CNN_WINO_LANES
- * (cnn_wino_grad_ok): dUt[points, c, fpad] += its transform-domain sum over
+ * (cnn_wino_grad_ok): dUt[36, c, fpad] += its transform-domain sum over
  * the n examples of x[n, c, h, w] and the output gradient dy[n, f, h,
  * w]; work of cnn_wino_grad_work_floats. Then
  * cnn_wino_weight_grad_finish adds the filters' gradient it makes to

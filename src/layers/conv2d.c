@@ -161,7 +161,7 @@ static enum cnn_status conv_create(struct cnn_layer *l, struct cnn_node *args,
         cnn_wino_plan(&s->bwd, g.kh, F, g.c, g.h, g.w, s->chunk);
         s->wino_grad = cnn_wino_grad_ok(&s->fwd);
         if (s->wino_grad)
-            s->db_at = (size_t)s->fwd.points * g.c * s->fwd.fpad;
+            s->db_at = cnn_wino_weight_floats(&s->fwd);
         /* im2col's columns are needed only for a weight gradient that
          * is not Winograd's. */
         size_t wino = max_size(cnn_wino_work_floats(&s->fwd),

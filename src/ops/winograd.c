@@ -101,8 +101,6 @@ void cnn_wino_plan(struct cnn_wino *p, int r, int c, int f, int h, int w,
 {
     p->r = r;
     p->m = tile_side(r);
-    p->a = A;
-    p->points = POINTS;
     p->c = c;
     p->f = f;
     p->h = h;
